@@ -1,0 +1,232 @@
+"""Asterisk AudioSocket protocol, sans-IO: bytes in, messages out; messages in, bytes out.
+
+Theory of operation. AudioSocket is TLV over one TCP connection: ``kind:u8``, ``len:u16`` big
+endian, ``len`` bytes of payload (research/asterisk-media.md section 1). Asterisk is the TCP
+client: it sends one UUID message, then 8 kHz slin audio (and DTMF), and hangs up by closing
+TCP, never with 0x00. The server answers with audio and may hang up with 0x00.
+
+``AudioSocketCodec`` knows which side it plays (``Role.SERVER`` for mikrovoice, ``Role.ASTERISK``
+for the simulator) and enforces what that side accepts: a peer message that the real peer would
+reject raises ``AudioSocketProtocolError`` with a message a telephony engineer understands.
+This file imports only the standard library and never touches a socket or a clock.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass
+
+HEADER_SIZE = 3
+MAX_PAYLOAD = 0xFFFF
+#: 20 ms of 8 kHz signed-linear mono audio: 160 samples, 2 bytes each.
+SLIN8_FRAME_BYTES = 320
+FRAME_SECONDS = 0.020
+
+
+class Kind(enum.IntEnum):
+    HANGUP = 0x00
+    UUID = 0x01
+    SILENCE = 0x02  # only in the CyCore Go library; Asterisk rejects it
+    DTMF = 0x03
+    SLIN = 0x10  # 8 kHz
+    SLIN12 = 0x11
+    SLIN16 = 0x12
+    SLIN24 = 0x13
+    SLIN32 = 0x14
+    SLIN44 = 0x15
+    SLIN48 = 0x16
+    SLIN96 = 0x17
+    SLIN192 = 0x18
+    ERROR = 0xFF
+
+
+AUDIO_KINDS = frozenset(range(Kind.SLIN, Kind.SLIN192 + 1))
+SAMPLE_RATES = {
+    Kind.SLIN: 8000,
+    Kind.SLIN12: 12000,
+    Kind.SLIN16: 16000,
+    Kind.SLIN24: 24000,
+    Kind.SLIN32: 32000,
+    Kind.SLIN44: 44100,
+    Kind.SLIN48: 48000,
+    Kind.SLIN96: 96000,
+    Kind.SLIN192: 192000,
+}
+DTMF_DIGITS = frozenset(b"0123456789*#ABCD")
+
+
+class AudioSocketProtocolError(Exception):
+    """The peer sent something the real peer would reject; the session must end."""
+
+
+class Role(enum.Enum):
+    SERVER = "server"  # mikrovoice: receives from Asterisk
+    ASTERISK = "asterisk"  # the simulator: receives from the server
+
+
+@dataclass(frozen=True)
+class CallId:
+    """Kind 0x01: the call's UUID, sent once by Asterisk as the first message."""
+
+    value: uuid.UUID
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Kinds 0x10-0x18: signed 16-bit little-endian mono PCM."""
+
+    payload: bytes
+    kind: Kind = Kind.SLIN
+
+    @property
+    def sample_rate(self) -> int:
+        return SAMPLE_RATES[self.kind]
+
+
+@dataclass(frozen=True)
+class Dtmf:
+    """Kind 0x03: one DTMF digit, sent by Asterisk at the end of the tone."""
+
+    digit: str
+
+
+@dataclass(frozen=True)
+class Hangup:
+    """Kind 0x00: the server ends the session. Asterisk itself never sends it."""
+
+
+@dataclass(frozen=True)
+class ErrorMessage:
+    """Kind 0xFF with an optional code (CyCore library only; upstream Asterisk never sends it)."""
+
+    code: bytes = b""
+
+
+Message = CallId | Audio | Dtmf | Hangup | ErrorMessage
+
+
+def encode(message: Message) -> bytes:
+    """One message as one buffer: header and payload go out in a single write."""
+    if isinstance(message, Audio):
+        kind, payload = message.kind, message.payload
+        if not payload or len(payload) % 2:
+            raise ValueError(f"audio payload must be a non-empty even number of bytes, got {len(payload)}")
+    elif isinstance(message, CallId):
+        kind, payload = Kind.UUID, message.value.bytes
+    elif isinstance(message, Dtmf):
+        if len(message.digit) != 1 or message.digit.encode() not in DTMF_DIGITS:
+            raise ValueError(f"not a DTMF digit: {message.digit!r}")
+        kind, payload = Kind.DTMF, message.digit.encode("ascii")
+    elif isinstance(message, Hangup):
+        kind, payload = Kind.HANGUP, b""
+    else:
+        kind, payload = Kind.ERROR, message.code
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"payload of {len(payload)} bytes does not fit the 16-bit length")
+    return bytes((kind,)) + len(payload).to_bytes(2, "big") + payload
+
+
+class AudioSocketCodec:
+    """Parses the byte stream one side receives, enforcing that side's rules.
+
+    ``receive_data(data)`` buffers bytes (``b""`` means the peer closed TCP);
+    ``next_message()`` returns the next whole ``Message``, ``None`` when more bytes are needed,
+    or raises ``AudioSocketProtocolError``. After the peer's close, ``next_message()`` returns
+    ``Hangup()`` once all buffered messages are consumed, or raises if a message was cut short.
+    """
+
+    def __init__(self, role: Role) -> None:
+        self.role = role
+        self._buffer = bytearray()
+        self._seen_uuid = False
+        self._closed = False
+        self._hangup_reported = False
+
+    @property
+    def partial(self) -> bool:
+        """True while part of a message is buffered (Asterisk gives the rest 5 ms to arrive)."""
+        return bool(self._buffer)
+
+    @property
+    def peer_closed(self) -> bool:
+        return self._closed
+
+    def receive_data(self, data: bytes) -> None:
+        if self._closed:
+            raise RuntimeError("receive_data() after the peer closed the connection")
+        if data:
+            self._buffer += data
+        else:
+            self._closed = True
+
+    def next_message(self) -> Message | None:
+        if len(self._buffer) < HEADER_SIZE:
+            return self._at_end_of_buffer()
+        kind_byte = self._buffer[0]
+        length = int.from_bytes(self._buffer[1:3], "big")
+        if self.role is Role.ASTERISK:
+            self._check_from_server(kind_byte, length)
+        if len(self._buffer) < HEADER_SIZE + length:
+            return self._at_end_of_buffer()
+        payload = bytes(self._buffer[HEADER_SIZE : HEADER_SIZE + length])
+        del self._buffer[: HEADER_SIZE + length]
+        if self.role is Role.SERVER:
+            return self._from_asterisk(kind_byte, payload)
+        if kind_byte == Kind.HANGUP:
+            self._hangup_reported = True
+            return Hangup()
+        return Audio(payload, Kind(kind_byte))
+
+    def _at_end_of_buffer(self) -> Message | None:
+        if not self._closed:
+            return None
+        if self._buffer:
+            raise AudioSocketProtocolError(
+                f"connection closed in the middle of a message ({len(self._buffer)} bytes of it received)"
+            )
+        if self._hangup_reported:
+            return None
+        self._hangup_reported = True
+        return Hangup()
+
+    def _check_from_server(self, kind: int, length: int) -> None:
+        # What res_audiosocket.c accepts from the server (asterisk-media.md section 1.6).
+        if kind != Kind.HANGUP and kind not in AUDIO_KINDS:
+            name = Kind(kind).name if kind in Kind._value2member_map_ else "unknown"
+            raise AudioSocketProtocolError(
+                f"received AudioSocket kind 0x{kind:02x} ({name}) from the server; Asterisk accepts "
+                "only 0x00 (hangup) and 0x10-0x18 (audio) and ends the session"
+            )
+        if kind in AUDIO_KINDS and length == 0:
+            raise AudioSocketProtocolError("received a zero-length audio message from the server")
+        if kind in AUDIO_KINDS and length % 2:
+            raise AudioSocketProtocolError(f"received an odd-length ({length} bytes) slin message")
+
+    def _from_asterisk(self, kind: int, payload: bytes) -> Message:
+        if not self._seen_uuid:
+            if kind != Kind.UUID:
+                raise AudioSocketProtocolError(
+                    f"first AudioSocket message must be the UUID (kind 0x01), got kind 0x{kind:02x}"
+                )
+            if len(payload) != 16:
+                raise AudioSocketProtocolError(f"UUID message must carry 16 bytes, got {len(payload)}")
+            self._seen_uuid = True
+            return CallId(uuid.UUID(bytes=payload))
+        if kind == Kind.UUID:
+            raise AudioSocketProtocolError("a second UUID message arrived in the same session")
+        if kind in AUDIO_KINDS:
+            if not payload or len(payload) % 2:
+                raise AudioSocketProtocolError(f"audio message with invalid length {len(payload)}")
+            return Audio(payload, Kind(kind))
+        if kind == Kind.DTMF:
+            if len(payload) != 1 or payload not in DTMF_DIGITS:
+                raise AudioSocketProtocolError(f"invalid DTMF payload {payload!r}")
+            return Dtmf(payload.decode("ascii"))
+        if kind == Kind.HANGUP:
+            # Asterisk never sends it, but other clients (test harnesses) do: treat it as a hang-up.
+            self._hangup_reported = True
+            return Hangup()
+        if kind == Kind.ERROR:
+            return ErrorMessage(payload)
+        raise AudioSocketProtocolError(f"unknown AudioSocket kind 0x{kind:02x} from Asterisk")
