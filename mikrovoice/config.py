@@ -1,0 +1,154 @@
+"""Configuration: the TOML file, defaults, and every phrase the caller can hear (Spanish first).
+
+Secrets never live in the file: the OpenAI key comes from ``OPENAI_API_KEY``, a router password
+from the file or from the environment variable the file names (``password_env``). Objects that
+hold secrets hide them from ``repr`` so that a logged config cannot leak them.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, malformed, or names something invalid."""
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@dataclass(frozen=True)
+class Phrases:
+    """What the assistant says or is told to say. ``{...}`` fields are filled in by the code."""
+
+    instructions: str = (
+        "Eres el asistente telefónico del centro de operaciones de red (NOC) de un ISP con routers MikroTik. "
+        "Hablas en español de Colombia, con frases cortas y claras para el teléfono. "
+        "Antes de llamar a cualquier herramienta, di una sola frase corta que anuncie la consulta, por ejemplo "
+        "'Un momento, estoy consultando esa información', y llama a la herramienta enseguida. "
+        "Las consultas a muchos routers pueden tardar 10 a 60 segundos: nunca inventes resultados; espera la "
+        "salida de la herramienta. Si una herramienta devuelve un error, explícalo en pocas palabras. "
+        "Da cifras redondeadas y nombres de routers tal como vienen en la salida."
+    )
+    greeting: str = "Hola, soy el asistente del NOC. ¿Qué quieres consultar?"
+    greeting_instructions: str = 'Saluda al usuario. Di exactamente: "{greeting}"'
+    progress_many: str = "Sigo consultando: {done} de {total} routers ya respondieron."
+    progress_one: str = "Sigo consultando el router {router}; todavía no responde."
+    progress_instructions: str = (
+        'La consulta sigue en curso. Di exactamente, sin añadir resultados: "{phrase}" '
+        "No llames herramientas ni inventes datos."
+    )
+    report_instructions: str = (
+        "Resume para el usuario, en español y en pocas frases, la salida de la herramienta que acabas de recibir."
+    )
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    name: str
+    host: str
+    port: int = 8728
+    username: str = "admin"
+    password: str = field(default="", repr=False)
+    aliases: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:  # never print the password
+        return f"RouterConfig(name={self.name!r}, host={self.host!r}, port={self.port}, username={self.username!r})"
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: tuple[str, int] = ("127.0.0.1", 9092)
+    realtime_url: str = "wss://api.openai.com/v1/realtime?model=gpt-realtime"
+    model: str = "gpt-realtime"
+    voice: str = "marin"
+    api_key: str = field(default="", repr=False)
+    ping_interval_s: float = 15.0
+    pong_timeout_s: float = 10.0
+    connect_timeout_s: float = 10.0
+    query_timeout_s: float = 90.0
+    router_timeout_s: float = 60.0
+    router_concurrency: int = 32
+    progress_silence_s: float = 6.0
+    routers: tuple[RouterConfig, ...] = ()
+    phrases: Phrases = field(default_factory=Phrases)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.name != "api_key")
+        return f"Settings({shown})"
+
+
+_SECTIONS = {
+    "audiosocket": {"listen"},
+    "openai": {"url", "model", "voice", "ping_interval_s", "pong_timeout_s", "connect_timeout_s"},
+    "query": {"timeout_s", "router_timeout_s", "router_concurrency", "progress_silence_s"},
+    "phrases": {f.name for f in fields(Phrases)},
+}
+
+
+def _check_keys(where: str, table: dict[str, Any], allowed: set[str]) -> None:
+    unknown = set(table) - allowed
+    if unknown:
+        raise ConfigError(f"[{where}]: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+
+
+def load(path: str | Path, environ: dict[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    _check_keys("top level", data, set(_SECTIONS) | {"router"})
+    for section, allowed in _SECTIONS.items():
+        _check_keys(section, data.get(section, {}), allowed)
+    audiosocket, openai, query = data.get("audiosocket", {}), data.get("openai", {}), data.get("query", {})
+    routers = []
+    for i, entry in enumerate(data.get("router", [])):
+        _check_keys(f"router #{i + 1}", entry, {"name", "host", "port", "username", "password", "password_env", "aliases"})
+        if "name" not in entry or "host" not in entry:
+            raise ConfigError(f"[[router]] #{i + 1} needs 'name' and 'host'")
+        password = entry.get("password", "")
+        if "password_env" in entry:
+            if entry["password_env"] not in env:
+                raise ConfigError(f"router {entry['name']}: environment variable {entry['password_env']} is not set")
+            password = env[entry["password_env"]]
+        routers.append(
+            RouterConfig(
+                name=str(entry["name"]),
+                host=str(entry["host"]),
+                port=int(entry.get("port", 8728)),
+                username=str(entry.get("username", "admin")),
+                password=str(password),
+                aliases=tuple(str(a) for a in entry.get("aliases", ())),
+            )
+        )
+    names = [r.name for r in routers]
+    if len(set(names)) != len(names):
+        raise ConfigError("two [[router]] entries share a name")
+    settings = Settings(
+        api_key=env.get("OPENAI_API_KEY", ""),
+        routers=tuple(routers),
+        phrases=replace(Phrases(), **data.get("phrases", {})),
+    )
+    if "listen" in audiosocket:
+        settings = replace(settings, listen=parse_hostport(audiosocket["listen"]))
+    for key, attr in (("url", "realtime_url"), ("model", "model"), ("voice", "voice"),
+                      ("ping_interval_s", "ping_interval_s"), ("pong_timeout_s", "pong_timeout_s"),
+                      ("connect_timeout_s", "connect_timeout_s")):
+        if key in openai:
+            settings = replace(settings, **{attr: openai[key]})
+    for key, attr in (("timeout_s", "query_timeout_s"), ("router_timeout_s", "router_timeout_s"),
+                      ("router_concurrency", "router_concurrency"), ("progress_silence_s", "progress_silence_s")):
+        if key in query:
+            settings = replace(settings, **{attr: query[key]})
+    return settings

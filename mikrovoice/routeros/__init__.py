@@ -1,0 +1,1 @@
+"""RouterOS API: sentence codec (sans-IO, on librouteros.protocol), read-only commands, Trio client, fleet."""

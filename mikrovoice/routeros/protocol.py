@@ -1,0 +1,162 @@
+"""RouterOS API sentences, sans-IO: bytes in, sentences out; requests in, bytes out.
+
+Length encoding is librouteros's own (``librouteros.protocol``), so the wire format is the one
+the reference client speaks. ``SentenceReader`` reassembles sentences from any TCP fragmentation;
+``Reply`` and ``Request`` give them meaning (research/routeros.md section 1). Words are decoded
+as latin-1, which never fails: RouterOS stores whatever code page Winbox wrote.
+This file performs no I/O and knows nothing of Trio or sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from librouteros.exceptions import ProtocolError as _LibProtocolError
+from librouteros.protocol import decode_length, determine_length, encode_length
+
+ENCODING = "latin-1"
+#: A single word larger than this is refused (RouterOS itself supports up to 0xFFFFFFF).
+MAX_WORD = 1 << 20
+
+
+class RouterOSProtocolError(Exception):
+    """The byte stream is not a valid RouterOS API stream; the connection must be dropped."""
+
+
+def encode_sentence(words: Iterable[str]) -> bytes:
+    out = bytearray()
+    for word in words:
+        raw = word.encode(ENCODING)
+        out += encode_length(len(raw)) + raw
+    out += b"\x00"
+    return bytes(out)
+
+
+class SentenceReader:
+    """Feed bytes with ``receive_data``; take whole sentences (lists of words) from ``sentences()``."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._words: list[str] = []
+
+    def receive_data(self, data: bytes) -> None:
+        self._buffer += data
+
+    @property
+    def partial(self) -> bool:
+        return bool(self._buffer or self._words)
+
+    def sentences(self) -> list[list[str]]:
+        done: list[list[str]] = []
+        while True:
+            word = self._next_word()
+            if word is None:
+                return done
+            if word == "":
+                if self._words:  # empty sentences are ignored
+                    done.append(self._words)
+                self._words = []
+            else:
+                self._words.append(word)
+
+    def _next_word(self) -> str | None:
+        if not self._buffer:
+            return None
+        try:
+            extra = determine_length(bytes(self._buffer[:1]))
+        except _LibProtocolError as exc:
+            raise RouterOSProtocolError(
+                f"control byte 0x{self._buffer[0]:02x} where a word length was expected"
+            ) from exc
+        if len(self._buffer) < 1 + extra:
+            return None
+        length = decode_length(bytes(self._buffer[: 1 + extra]))
+        if length > MAX_WORD:
+            raise RouterOSProtocolError(f"word of {length} bytes exceeds the {MAX_WORD}-byte limit")
+        end = 1 + extra + length
+        if len(self._buffer) < end:
+            return None
+        word = bytes(self._buffer[1 + extra : end]).decode(ENCODING)
+        del self._buffer[:end]
+        return word
+
+
+def split_attribute(word: str) -> tuple[str, str]:
+    """``=name=value`` -> (name, value); the value may itself contain ``=``; ``=flag`` has value ""."""
+    body = word[1:]
+    name, _, value = body.partition("=")
+    return name, value
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One reply sentence: ``!re``, ``!done``, ``!trap``, ``!empty`` or ``!fatal``."""
+
+    kind: str
+    attributes: dict[str, str] = field(default_factory=dict)
+    tag: str | None = None
+
+    @classmethod
+    def parse(cls, words: list[str]) -> Reply:
+        kind = words[0]
+        if kind not in ("!re", "!done", "!trap", "!empty", "!fatal"):
+            raise RouterOSProtocolError(f"unknown reply word {kind!r}")
+        attributes: dict[str, str] = {}
+        tag = None
+        for word in words[1:]:
+            if word.startswith("="):
+                name, value = split_attribute(word)
+                attributes[name] = value
+            elif word.startswith(".tag="):
+                tag = word[5:]
+            elif kind == "!fatal":
+                attributes["message"] = word  # !fatal carries a bare word
+            else:
+                raise RouterOSProtocolError(f"unexpected word {word!r} in {kind} reply")
+        return cls(kind, attributes, tag)
+
+    def encode(self) -> bytes:
+        if self.kind == "!fatal":
+            words = [self.kind, self.attributes.get("message", "")]
+        else:
+            words = [self.kind] + [f"={k}={v}" for k, v in self.attributes.items()]
+        if self.tag is not None:
+            words.append(f".tag={self.tag}")
+        return encode_sentence(words)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request sentence: command, ``=attribute=`` words, ``?query`` words, optional ``.tag``."""
+
+    command: str
+    attributes: dict[str, str] = field(default_factory=dict)
+    queries: tuple[str, ...] = ()
+    tag: str | None = None
+
+    @classmethod
+    def parse(cls, words: list[str]) -> Request:
+        command = words[0]
+        if not command.startswith("/"):
+            raise RouterOSProtocolError(f"a request must start with a command word, got {command!r}")
+        attributes: dict[str, str] = {}
+        queries: list[str] = []
+        tag = None
+        for word in words[1:]:
+            if word.startswith("="):
+                name, value = split_attribute(word)
+                attributes[name] = value
+            elif word.startswith("?"):
+                queries.append(word)
+            elif word.startswith(".tag="):
+                tag = word[5:]
+            else:
+                raise RouterOSProtocolError(f"unexpected word {word!r} in request {command}")
+        return cls(command, attributes, tuple(queries), tag)
+
+    def encode(self) -> bytes:
+        words = [self.command] + [f"={k}={v}" for k, v in self.attributes.items()] + list(self.queries)
+        if self.tag is not None:
+            words.append(f".tag={self.tag}")
+        return encode_sentence(words)
