@@ -1,0 +1,342 @@
+"""CallSession: one phone call, driven by Trio tasks in one nursery, decided by CallMachine.
+
+Tasks of a call (all in the call's nursery; when the call ends, all of them have ended):
+- ``Playout.run``: paced audio to Asterisk, silence from the first moment;
+- ``_link``: the model link (``RealtimeLink.run``); its end is the ``link_lost`` event;
+- ``_audio_in``: Asterisk frames -> mu-law -> ``input_audio_buffer.append``; EOF is ``hangup``;
+- ``_model_events``: typed model events -> playout, response gate, machine events;
+- ``_query`` (one per tool call): the fan-out inside a cancel scope whose deadline is the
+  query timeout, with a progress ticker and the seed's "Consultando... (10s)" log ticker as
+  children, so the caller's hang-up (nursery cancel) or the deadline stops all of it.
+Every observation becomes ``self.handle(event)``, which feeds the machine and carries out its
+commands synchronously: no task can interleave between a transition and its effects.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from mikrovoice.call.machine import (
+    CallMachine,
+    CallMachineError,
+    Command,
+    DeliverResult,
+    EndCall,
+    Greet,
+    RefuseToolCall,
+    SpeakProgress,
+    StartQuery,
+    ToolCall,
+    ToolResult,
+)
+from mikrovoice.call.progress import ProgressPolicy, QuietClock
+from mikrovoice.config import Settings
+from mikrovoice.logs import call_id as call_id_var
+from mikrovoice.logs import event
+from mikrovoice.realtime import protocol as rt
+from mikrovoice.realtime.link import RealtimeLink
+from mikrovoice.routeros.fleet import FanOut
+from mikrovoice.telephony import g711
+from mikrovoice.telephony.audiosocket import Audio, AudioSocketProtocolError, CallId, Dtmf, ErrorMessage, Hangup, encode
+from mikrovoice.telephony.server import AudioSocketStream, Playout
+from mikrovoice.tools import NocTools
+
+log = logging.getLogger("mikrovoice.call")
+
+UUID_TIMEOUT_S = 5.0
+_DONE_EVENTS = {"greeting": "greeting_done", "progress": "progress_done", "report": "report_done"}
+
+
+@dataclass
+class QueryRecord:
+    tool: str
+    started_at: float
+    duration_s: float = 0.0
+    timed_out: bool = False
+    routers: int = 0
+    answered: int = 0
+
+
+@dataclass
+class CallRecord:
+    """What one call did, for stats, the demo summary and tests."""
+
+    call_id: str = "-"
+    states: list[str] = field(default_factory=list)
+    queries: list[QueryRecord] = field(default_factory=list)
+    progress_updates: int = 0
+    model_link_drop: str | None = None
+    end_reason: str | None = None
+    ended: bool = False
+
+
+class CallSession:
+    def __init__(self, settings: Settings, tools: NocTools, stream: trio.abc.Stream) -> None:
+        self.settings = settings
+        self.tools = tools
+        self.asterisk = AudioSocketStream(stream)
+        self.record = CallRecord()
+        self.policy = ProgressPolicy(settings.progress_silence_s)
+        self.gate = rt.ResponseGate()
+        self.responses: dict[str, str] = {}  # response id -> kind
+        self.handled_calls: set[str] = set()
+        self.caller_speaking = False
+        self.fan: FanOut | None = None
+        self._send_lock = trio.Lock()
+        self._we_hang_up = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> CallRecord:
+        try:
+            first = await self._first_message()
+        except AudioSocketProtocolError as exc:
+            event(log, "call.rejected", level=logging.WARNING, error=str(exc))
+            await self.asterisk.stream.aclose()
+            return self.record
+        if first is None:
+            await self.asterisk.stream.aclose()
+            return self.record
+        self.record.call_id = str(first)
+        call_id_var.set(self.record.call_id)
+        self.machine = CallMachine(self.record.call_id)
+        self.record.states = self.machine.trace
+        self.quiet = QuietClock()
+        self.playout = Playout(on_speaking_change=lambda speaking: self._refresh_quiet())
+        self.link = RealtimeLink(
+            self.settings.realtime_url,
+            self.settings.api_key,
+            ping_interval_s=self.settings.ping_interval_s,
+            pong_timeout_s=self.settings.pong_timeout_s,
+            connect_timeout_s=self.settings.connect_timeout_s,
+        )
+        event(log, "call.started")
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                nursery.start_soon(self.playout.run, self._send_to_asterisk)
+                self.link.send(rt.client_session_update(self._session_settings()))
+                self._execute(self.machine.take_commands())  # the greeting, queued behind session.update
+                events_send, events_recv = trio.open_memory_channel[rt.ServerEvent](256)
+                nursery.start_soon(self._link, events_send)
+                nursery.start_soon(self._model_events, events_recv)
+                nursery.start_soon(self._audio_in)
+        finally:
+            self.record.ended = True
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                if self._we_hang_up:
+                    await self._send_to_asterisk(encode(Hangup()))
+                await self.asterisk.stream.aclose()
+            event(log, "call.ended", reason=self.record.end_reason, states=" > ".join(self.machine.trace))
+        return self.record
+
+    async def _first_message(self) -> uuid.UUID | None:
+        with trio.move_on_after(UUID_TIMEOUT_S):
+            message = await self.asterisk.receive()
+            if isinstance(message, CallId):
+                return message.value
+            if isinstance(message, Hangup):
+                event(log, "call.no_uuid", level=logging.WARNING,
+                      error="connection closed before the UUID (is the channel answered before AudioSocket()?)")
+                return None
+            raise AudioSocketProtocolError(f"expected the UUID first, got {message}")
+        event(log, "call.no_uuid", level=logging.WARNING, error=f"no UUID within {UUID_TIMEOUT_S:g} s")
+        return None
+
+    def _session_settings(self) -> rt.SessionSettings:
+        return rt.SessionSettings(
+            model=self.settings.model,
+            instructions=self.settings.phrases.instructions,
+            voice=self.settings.voice,
+            tools=self.tools.specs,
+        )
+
+    async def _send_to_asterisk(self, data: bytes) -> None:
+        async with self._send_lock:
+            try:
+                await self.asterisk.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.handle("hangup", reason="the AudioSocket connection broke")
+
+    # ------------------------------------------------------------------ the one place events go
+
+    def handle(self, name: str, **data: Any) -> None:
+        if self.machine.is_terminated:
+            return
+        before = self.machine.current_state_value
+        try:
+            self.machine.handle(name, **data)
+        except CallMachineError as exc:
+            event(log, "call.bug", level=logging.ERROR, error=str(exc))
+            self.machine.handle("abort", reason=f"internal error: {exc}")
+        after = self.machine.current_state_value
+        if after != before:
+            event(log, "call.state", state=after, via=name)
+        self._execute(self.machine.take_commands())
+
+    def _execute(self, commands: list[Command]) -> None:
+        phrases = self.settings.phrases
+        for command in commands:
+            if isinstance(command, Greet):
+                instructions = phrases.greeting_instructions.format(greeting=phrases.greeting)
+                self._request_response(rt.client_response_create("greeting", instructions, tool_choice="none"))
+            elif isinstance(command, StartQuery):
+                self.gate.cancel_kind("greeting")
+                self.nursery.start_soon(self._query, command.call)
+            elif isinstance(command, RefuseToolCall):
+                event(log, "tool.refused", tool=command.call.name, reason=command.reason)
+                self.link.send(rt.client_tool_output(command.call.call_id, json.dumps({"error": command.reason}, ensure_ascii=False)))
+                self._request_response(rt.client_response_create("refusal"))
+            elif isinstance(command, SpeakProgress):
+                fan = self.fan
+                assert fan is not None
+                phrase = self.policy.phrase(phrases, fan.done, fan.total, fan.pending)
+                self.record.progress_updates += 1
+                event(log, "query.progress_spoken", phrase=phrase, done=fan.done, total=fan.total)
+                instructions = phrases.progress_instructions.format(phrase=phrase)
+                self._request_response(rt.client_response_create("progress", instructions, tool_choice="none"))
+            elif isinstance(command, DeliverResult):
+                output = json.dumps(command.result.output, ensure_ascii=False)
+                self.link.send(rt.client_tool_output(command.result.call.call_id, output))
+                self.gate.cancel_kind("progress")
+                self._request_response(rt.client_response_create("report", phrases.report_instructions))
+            elif isinstance(command, EndCall):
+                self.record.end_reason = command.reason
+                self._we_hang_up = not command.reason.startswith("caller")
+                self.nursery.cancel_scope.cancel()
+
+    def _request_response(self, create: rt.JSON) -> None:
+        for client_event in self.gate.request(create):
+            self.link.send(client_event)
+        self._refresh_quiet()
+
+    def _refresh_quiet(self) -> None:
+        self.quiet.update(self.playout.speaking or self.gate.busy or self.caller_speaking)
+
+    # ------------------------------------------------------------------ tasks
+
+    async def _link(self, events_send: trio.MemorySendChannel[rt.ServerEvent]) -> None:
+        async with events_send:
+            closed = await self.link.run(events_send)
+        if not self.machine.is_terminated:
+            self.record.model_link_drop = closed.reason
+            event(log, "model.link_lost", level=logging.ERROR, reason=closed.reason)
+            self.handle("link_lost", reason=f"model link lost: {closed.reason}")
+
+    async def _audio_in(self) -> None:
+        while True:
+            try:
+                message = await self.asterisk.receive()
+            except AudioSocketProtocolError as exc:
+                event(log, "call.bad_audiosocket", level=logging.ERROR, error=str(exc))
+                self.handle("abort", reason=f"AudioSocket protocol error: {exc}")
+                return
+            if isinstance(message, Audio):
+                if message.kind != 0x10:
+                    event(log, "call.bad_audiosocket", level=logging.ERROR, error=f"audio at {message.sample_rate} Hz; use the dialplan app or c(slin)")
+                    self.handle("abort", reason="AudioSocket audio is not 8 kHz slin")
+                    return
+                self.link.send(rt.client_append_audio(g711.slin_to_ulaw(message.payload)))
+            elif isinstance(message, Hangup):
+                self.handle("hangup", reason="caller hung up")
+                return
+            elif isinstance(message, Dtmf):
+                event(log, "call.dtmf", digit=message.digit)
+            elif isinstance(message, ErrorMessage):
+                event(log, "call.asterisk_error", level=logging.WARNING, code=message.code.hex())
+
+    async def _model_events(self, events: trio.MemoryReceiveChannel[rt.ServerEvent]) -> None:
+        async for server_event in events:
+            self._on_model_event(server_event)
+
+    def _on_model_event(self, e: rt.ServerEvent) -> None:
+        if isinstance(e, rt.AudioDelta):
+            self.playout.enqueue(e.item_id, g711.ulaw_to_slin(e.audio))
+        elif isinstance(e, rt.ResponseCreated):
+            self.responses[e.response_id] = e.metadata.get("kind", "turn")
+            self.gate.on_created(e)
+            self._refresh_quiet()
+        elif isinstance(e, rt.TranscriptDone):
+            self.playout.end_item(e.item_id)
+            event(log, "model.said", kind=self.responses.get(e.response_id, "turn"), text=e.transcript)
+        elif isinstance(e, rt.FunctionCall):
+            self._on_function_call(e)
+        elif isinstance(e, rt.ResponseDone):
+            for call in e.function_calls:  # normally already seen in response.output_item.done
+                self._on_function_call(call)
+            for client_event in self.gate.on_done(e):
+                self.link.send(client_event)
+            self._refresh_quiet()
+            kind = self.responses.pop(e.response_id, "turn")
+            self.handle(_DONE_EVENTS.get(kind, "turn_done"))
+        elif isinstance(e, rt.SpeechStarted):
+            self.caller_speaking = True
+            truncation = self.playout.flush()
+            if truncation is not None:
+                event(log, "call.barge_in", item=truncation.item_id, heard_ms=truncation.played_ms)
+                self.link.send(rt.client_truncate(truncation.item_id, truncation.played_ms))
+            self._refresh_quiet()
+        elif isinstance(e, rt.SpeechStopped):
+            self.caller_speaking = False
+            self._refresh_quiet()
+        elif isinstance(e, rt.InputTranscript):
+            event(log, "caller.said", text=e.transcript)
+        elif isinstance(e, rt.ServerError):
+            event(log, "model.error", level=logging.WARNING, code=e.code, message=e.message, event_id=e.event_id)
+            for client_event in self.gate.on_error(e):
+                self.link.send(client_event)
+            self._refresh_quiet()
+        elif isinstance(e, rt.SessionUpdated):
+            event(log, "model.session_updated")
+
+    def _on_function_call(self, e: rt.FunctionCall) -> None:
+        if e.call_id in self.handled_calls:
+            return
+        self.handled_calls.add(e.call_id)
+        call = self.tools.parse_call(e.call_id, e.name, e.arguments)
+        event(log, "tool.called", tool=e.name, arguments=e.arguments, problem=call.problem or "")
+        self.handle("tool_called", call=call)
+
+    async def _query(self, call: ToolCall) -> None:
+        fan = self.fan = self.tools.plan(call)
+        record = QueryRecord(call.name, trio.current_time(), routers=fan.total)
+        self.record.queries.append(record)
+        timeout = self.settings.query_timeout_s
+        event(log, "query.started", tool=call.name, routers=fan.total, timeout_s=timeout)
+        async with trio.open_nursery() as helpers:
+            helpers.start_soon(self._progress_ticker)
+            helpers.start_soon(self._query_log_ticker, fan)
+            with trio.move_on_after(timeout) as deadline:
+                await self.tools.run(call, fan)
+            helpers.cancel_scope.cancel()
+        record.duration_s = trio.current_time() - record.started_at
+        record.timed_out = deadline.cancelled_caught
+        record.answered = len(fan.results)
+        output = self.tools.report(call, fan, timeout if record.timed_out else None)
+        event(log, "query.finished", tool=call.name, elapsed_s=round(record.duration_s, 2), answered=len(fan.results),
+              failed=len(fan.errors), timed_out=record.timed_out)
+        self.handle("query_finished", result=ToolResult(call, output, ok=not fan.errors and not record.timed_out))
+
+    async def _progress_ticker(self) -> None:
+        """Raise ``progress_due`` whenever the line has been quiet for the policy's silence."""
+        while True:
+            quiet_since = await self.quiet.wait_quiet()
+            with trio.move_on_at(self.policy.due_at(quiet_since)):
+                await self.quiet.wait_busy()
+                continue  # somebody spoke: start over
+            self.handle("progress_due")
+            await self.quiet.wait_busy()
+
+    async def _query_log_ticker(self, fan: FanOut, every_s: float = 10.0) -> None:
+        """The seed's "Consultando... (10s transcurridos)" lines, as structured events."""
+        start = trio.current_time()
+        while True:
+            await trio.sleep(every_s)
+            event(log, "query.running", elapsed_s=round(trio.current_time() - start), done=fan.done, total=fan.total,
+                  pending=",".join(fan.pending[:8]))

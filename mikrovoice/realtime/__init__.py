@@ -1,0 +1,1 @@
+"""OpenAI Realtime (GA) over WebSocket: sans-IO events and response arbitration, plus the Trio link."""
