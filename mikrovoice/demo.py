@@ -1,0 +1,120 @@
+"""The end-to-end demo: the seed's acceptance call, on loopback, through all three simulators.
+
+A simulated Asterisk caller asks the seed's two questions ("Paso 4") of the real service,
+which talks to the simulated Realtime model and a 12-router fleet where the SFP question takes
+more than 20 s. A live timeline goes to stdout; with ``--json`` the last line is a summary
+object. Exit status 0 only if every question was answered and the model link never dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import replace
+from typing import Any, TextIO
+
+import trio
+import trio.testing
+
+from mikrovoice.config import Settings
+from mikrovoice.service import ServiceStats, serve_calls, start_simulated_peers
+from mikrovoice.sim.asterisk import AsteriskCaller, CallReport, Question
+from mikrovoice.sim.routeros import FleetProfile
+
+SEED_QUESTIONS = [
+    Question("Dame la lista de dispositivos activos del router 152 punto 1", r"dispositivos activos", 60.0),
+    Question("Dame el tráfico de las interfaces SFP de todos los routers", r"tr[aá]fico SFP total", 150.0),
+]
+DEMO_FLEET = FleetProfile(count=12, seed=7, fast_s=(0.3, 2.5), slow=3, slow_s=(9.0, 24.0))
+
+_SHOWN = {
+    "call.state": lambda f: f"estado -> {f['state']}",
+    "caller.says": lambda f: f"llamante dice: «{f['text']}»",
+    "caller.heard": lambda f: f"llamante oye:  «{f['text']}»",
+    "tool.called": lambda f: f"herramienta {f['tool']}({f['arguments']})" + (f"  RECHAZADA: {f['problem']}" if f.get("problem") else ""),
+    "router.answered": lambda f: f"  router {f['router']}: {f['outcome']} ({f['done']}/{f['total']}, {f['elapsed_s']} s)",
+    "query.running": lambda f: f"  consultando... ({f['elapsed_s']}s transcurridos, {f['done']}/{f['total']})",
+    "query.progress_spoken": lambda f: f"progreso pedido al modelo: «{f['phrase']}»",
+    "query.finished": lambda f: f"consulta terminada en {f['elapsed_s']} s ({f['answered']} routers respondieron)",
+    "model.link_lost": lambda f: f"ENLACE CON EL MODELO PERDIDO: {f['reason']}",
+    "call.ended": lambda f: f"llamada terminada: {f['reason']}",
+}
+
+
+class Timeline(logging.Handler):
+    """Prints the demo's readable timeline from the structured log events."""
+
+    def __init__(self, out: TextIO) -> None:
+        super().__init__(logging.INFO)
+        self.out = out
+        self.t0: float | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        name = getattr(record, "event", "")
+        if name not in _SHOWN:
+            return
+        try:
+            now = trio.current_time()
+        except RuntimeError:
+            return
+        if self.t0 is None:
+            self.t0 = now
+        print(f"{now - self.t0:7.2f}s  {_SHOWN[name](record.fields)}", file=self.out, flush=True)
+
+
+def summarise(report: CallReport, stats: ServiceStats) -> dict[str, Any]:
+    queries = [q for call in stats.calls for q in call.queries]
+    states: list[str] = []
+    for call in stats.calls:
+        states += call.states
+    return {
+        "calls": len(stats.calls),
+        "questions": len(report.questions),
+        "answered": sum(q.answered for q in report.questions),
+        "model_link_drops": sum(1 for c in stats.calls if c.model_link_drop),
+        "longest_query_s": round(max((q.duration_s for q in queries), default=0.0), 2),
+        "max_dead_air_s": max((q.max_dead_air_s for q in report.questions), default=0.0),
+        "progress_updates": sum(c.progress_updates for c in stats.calls),
+        "states": states,
+        "caller_error": report.error,
+        "answers": [q.answer for q in report.questions],
+        "max_frame_gap_s": round(report.max_frame_gap_s, 3),
+    }
+
+
+async def run_demo(
+    settings: Settings | None = None, questions: list[Question] | None = None, fleet: FleetProfile = DEMO_FLEET,
+) -> dict[str, Any]:
+    settings = replace(settings or Settings(), listen=("127.0.0.1", 0))
+    stats = ServiceStats()
+    async with trio.open_nursery() as nursery:
+        settings = await start_simulated_peers(nursery, settings, fleet)
+        port = await nursery.start(serve_calls, settings, stats)
+        report = await AsteriskCaller(questions or SEED_QUESTIONS).call("127.0.0.1", port)
+        with trio.move_on_after(5):  # let the service notice the hang-up and close the call
+            while not all(c.ended for c in stats.calls):
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    return summarise(report, stats)
+
+
+def main(as_json: bool, virtual_clock: bool, out: TextIO = sys.stdout) -> int:
+    timeline = Timeline(out)
+    root = logging.getLogger("mikrovoice")
+    root.addHandler(timeline)
+    root.setLevel(logging.INFO)
+    clock = trio.testing.MockClock(autojump_threshold=0) if virtual_clock else None
+    try:
+        summary = trio.run(run_demo, clock=clock)
+    finally:
+        root.removeHandler(timeline)
+    ok = summary["answered"] == summary["questions"] and summary["model_link_drops"] == 0
+    if as_json:
+        print(json.dumps(summary, ensure_ascii=False), file=out)
+    else:
+        print(f"\n{summary['answered']}/{summary['questions']} preguntas respondidas, "
+              f"caídas del enlace: {summary['model_link_drops']}, consulta más larga: {summary['longest_query_s']} s, "
+              f"silencio máximo durante una consulta: {summary['max_dead_air_s']} s, "
+              f"actualizaciones de progreso: {summary['progress_updates']}", file=out)
+    return 0 if ok else 1

@@ -1,0 +1,74 @@
+"""The service: an AudioSocket listener that runs one CallSession per Asterisk connection.
+
+A connection's failure is that call's failure: every exception a call raises is logged with
+its call id and the listener goes on. ``start_simulated_peers`` brings up the simulated model
+and router fleet in-process (``serve --simulate`` and the demo) and returns the Settings that
+point at them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+
+import trio
+
+from mikrovoice.call.session import CallRecord, CallSession
+from mikrovoice.config import Settings
+from mikrovoice.logs import event
+from mikrovoice.routeros.fleet import RouterFleet
+from mikrovoice.sim.realtime import SimModelConfig, serve_model
+from mikrovoice.sim.routeros import FleetProfile, make_fleet, serve_fleet
+from mikrovoice.telephony.server import set_nodelay
+from mikrovoice.tools import NocTools
+
+log = logging.getLogger("mikrovoice.service")
+
+
+@dataclass
+class ServiceStats:
+    calls: list[CallRecord] = field(default_factory=list)
+
+
+async def serve_calls(
+    settings: Settings,
+    stats: ServiceStats | None = None,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen for Asterisk; ``started()`` hands back the bound port."""
+    stats = stats if stats is not None else ServiceStats()
+    tools = NocTools(RouterFleet(settings.routers, settings.router_concurrency, settings.router_timeout_s))
+
+    async def handler(stream: trio.SocketStream) -> None:
+        set_nodelay(stream)
+        session = CallSession(settings, tools, stream)
+        stats.calls.append(session.record)
+        try:
+            await session.run()
+        except Exception as exc:  # one call's bug must not take the listener down
+            logging.getLogger("mikrovoice.call").exception("call crashed", extra={"call_id": session.record.call_id})
+            event(log, "call.crashed", level=logging.ERROR, error=repr(exc))
+
+    host, port = settings.listen
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound = listeners[0].socket.getsockname()[1]
+    event(log, "service.listening", host=host, port=bound, routers=len(settings.routers),
+          model=settings.realtime_url.split("?", 1)[0])
+    task_status.started(bound)
+    await trio.serve_listeners(handler, listeners)
+
+
+async def start_simulated_peers(
+    nursery: trio.Nursery, settings: Settings, profile: FleetProfile = FleetProfile(),
+    model_config: SimModelConfig = SimModelConfig(),
+) -> Settings:
+    """Start the simulated model and router fleet on loopback; return Settings that use them."""
+    routers = await nursery.start(serve_fleet, make_fleet(profile))
+    server = await nursery.start(serve_model, "127.0.0.1", 0, model_config)
+    return replace(
+        settings,
+        routers=tuple(routers),
+        realtime_url=f"ws://127.0.0.1:{server.port}/v1/realtime?model={settings.model}",
+        api_key=settings.api_key or "sk-simulated",
+    )

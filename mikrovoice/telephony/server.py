@@ -1,0 +1,142 @@
+"""The Trio side of AudioSocket: the TCP listener, the inbound reader and the paced playout.
+
+``Playout`` is the only thing that writes audio to Asterisk: one 20 ms frame every 20 ms,
+scheduled against a monotonic deadline (never bursting to catch up after a stall), silence
+whenever there is nothing to say, from the first moment of the call (Asterisk's dialplan app
+drops a call after 2 s without a frame; research/asterisk-media.md sections 1.7 and 5). Each
+frame is one buffer, written with one ``send_all`` on a TCP_NODELAY socket.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import trio
+
+from mikrovoice.telephony.audiosocket import (
+    FRAME_SECONDS,
+    SLIN8_FRAME_BYTES,
+    Audio,
+    AudioSocketCodec,
+    Message,
+    Role,
+    encode,
+)
+
+SILENCE_FRAME = bytes(SLIN8_FRAME_BYTES)
+_SILENCE_MESSAGE = encode(Audio(SILENCE_FRAME))
+#: After a stall longer than this, the schedule restarts from now instead of bursting.
+_MAX_LAG = 0.1
+
+
+@dataclass(frozen=True)
+class Truncation:
+    item_id: str
+    played_ms: int
+
+
+class Playout:
+    def __init__(self, on_speaking_change: Callable[[bool], None] = lambda speaking: None) -> None:
+        self._frames: deque[tuple[str, bytes]] = deque()
+        self._partial: tuple[str, bytearray] | None = None
+        self._played_ms: dict[str, int] = {}
+        self._current_item: str | None = None
+        self._on_speaking_change = on_speaking_change
+        self.speaking = False
+        self.frames_sent = 0
+        self.voice_frames_sent = 0
+        self.late_frames = 0
+
+    @property
+    def queued_s(self) -> float:
+        return len(self._frames) * FRAME_SECONDS
+
+    def enqueue(self, item_id: str, pcm: bytes) -> None:
+        """Queue speech for one output item (any length); frames never mix two items."""
+        if self._partial is not None and self._partial[0] != item_id:
+            self._pad_partial()
+        if self._partial is None:
+            self._partial = (item_id, bytearray())
+        buffer = self._partial[1]
+        buffer += pcm
+        while len(buffer) >= SLIN8_FRAME_BYTES:
+            self._frames.append((item_id, bytes(buffer[:SLIN8_FRAME_BYTES])))
+            del buffer[:SLIN8_FRAME_BYTES]
+
+    def end_item(self, item_id: str) -> None:
+        if self._partial is not None and self._partial[0] == item_id:
+            self._pad_partial()
+
+    def _pad_partial(self) -> None:
+        assert self._partial is not None
+        item_id, buffer = self._partial
+        if buffer:
+            self._frames.append((item_id, bytes(buffer) + bytes(SLIN8_FRAME_BYTES - len(buffer))))
+        self._partial = None
+
+    def flush(self) -> Truncation | None:
+        """Barge-in: drop everything queued; say how much of the interrupted item was heard."""
+        interrupted = self._current_item if self.speaking else None
+        if self._frames:
+            interrupted = self._frames[0][0]
+        self._frames.clear()
+        self._partial = None
+        if interrupted is None:
+            return None
+        return Truncation(interrupted, self._played_ms.get(interrupted, 0))
+
+    def _next_frame(self) -> bytes:
+        if self._frames:
+            item_id, frame = self._frames.popleft()
+            self._current_item = item_id
+            self._played_ms[item_id] = self._played_ms.get(item_id, 0) + int(FRAME_SECONDS * 1000)
+            self._set_speaking(True)
+            self.voice_frames_sent += 1
+            return encode(Audio(frame))
+        self._set_speaking(False)
+        return _SILENCE_MESSAGE
+
+    def _set_speaking(self, speaking: bool) -> None:
+        if speaking != self.speaking:
+            self.speaking = speaking
+            self._on_speaking_change(speaking)
+
+    async def run(self, send: Callable[[bytes], Awaitable[None]]) -> None:
+        """Pace frames out forever (until cancelled)."""
+        deadline = trio.current_time()
+        while True:
+            await send(self._next_frame())
+            self.frames_sent += 1
+            deadline += FRAME_SECONDS
+            now = trio.current_time()
+            if now - deadline > _MAX_LAG:
+                self.late_frames += 1
+                deadline = now
+            await trio.sleep_until(deadline)
+
+
+def set_nodelay(stream: trio.SocketStream) -> None:
+    stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+
+
+class AudioSocketStream:
+    """Messages from Asterisk, parsed as they arrive (``Role.SERVER`` rules)."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.codec = AudioSocketCodec(Role.SERVER)
+
+    async def receive(self) -> Message:
+        """The next message; ``Hangup()`` when Asterisk closes TCP. Raises AudioSocketProtocolError."""
+        while True:
+            message = self.codec.next_message()
+            if message is not None:
+                return message
+            try:
+                data = await self.stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            self.codec.receive_data(data)
