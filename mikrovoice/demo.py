@@ -23,7 +23,7 @@ from mikrovoice.sim.asterisk import AsteriskCaller, CallReport, Question
 from mikrovoice.sim.routeros import FleetProfile
 
 SEED_QUESTIONS = [
-    Question("Dame la lista de dispositivos activos del router 152 punto 1", r"dispositivos activos", 60.0),
+    Question("Dame la lista de dispositivos activos del router 152 punto 1", r"tiene \d+ dispositivos activos", 60.0),
     Question("Dame el tráfico de las interfaces SFP de todos los routers", r"tr[aá]fico SFP total", 150.0),
 ]
 DEMO_FLEET = FleetProfile(count=12, seed=7, fast_s=(0.3, 2.5), slow=3, slow_s=(9.0, 24.0))
@@ -93,8 +93,8 @@ async def run_demo(
         port = await nursery.start(serve_calls, settings, stats)
         report = await AsteriskCaller(questions or SEED_QUESTIONS).call("127.0.0.1", port)
         with trio.move_on_after(5):  # let the service notice the hang-up and close the call
-            while not all(c.ended for c in stats.calls):
-                await trio.sleep(0.05)
+            for call in stats.calls:
+                await call.finished.wait()
         nursery.cancel_scope.cancel()
     return summarise(report, stats)
 

@@ -12,7 +12,7 @@ Async callbacks are forbidden here: they would switch the library to its asyncio
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from statemachine import State, StateMachine
@@ -86,7 +86,7 @@ EVENTS = (
 )
 
 
-class CallMachine(StateMachine):  # type: ignore[misc]
+class CallMachine(StateMachine):
     greeting = State("greeting", initial=True)
     listening = State("listening")
     announcing = State("announcing")

@@ -43,7 +43,15 @@ from mikrovoice.realtime import protocol as rt
 from mikrovoice.realtime.link import RealtimeLink
 from mikrovoice.routeros.fleet import FanOut
 from mikrovoice.telephony import g711
-from mikrovoice.telephony.audiosocket import Audio, AudioSocketProtocolError, CallId, Dtmf, ErrorMessage, Hangup, encode
+from mikrovoice.telephony.audiosocket import (
+    Audio,
+    AudioSocketProtocolError,
+    CallId,
+    Dtmf,
+    ErrorMessage,
+    Hangup,
+    encode,
+)
 from mikrovoice.telephony.server import AudioSocketStream, Playout
 from mikrovoice.tools import NocTools
 
@@ -74,6 +82,7 @@ class CallRecord:
     model_link_drop: str | None = None
     end_reason: str | None = None
     ended: bool = False
+    finished: trio.Event = field(default_factory=trio.Event)
 
 
 class CallSession:
@@ -98,10 +107,12 @@ class CallSession:
             first = await self._first_message()
         except AudioSocketProtocolError as exc:
             event(log, "call.rejected", level=logging.WARNING, error=str(exc))
-            await self.asterisk.stream.aclose()
-            return self.record
+            first = None
         if first is None:
             await self.asterisk.stream.aclose()
+            self.record.end_reason = "no call: the connection did not start with a UUID"
+            self.record.ended = True
+            self.record.finished.set()
             return self.record
         self.record.call_id = str(first)
         call_id_var.set(self.record.call_id)
@@ -128,11 +139,12 @@ class CallSession:
                 nursery.start_soon(self._model_events, events_recv)
                 nursery.start_soon(self._audio_in)
         finally:
-            self.record.ended = True
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 if self._we_hang_up:
                     await self._send_to_asterisk(encode(Hangup()))
                 await self.asterisk.stream.aclose()
+            self.record.ended = True
+            self.record.finished.set()
             event(log, "call.ended", reason=self.record.end_reason, states=" > ".join(self.machine.trace))
         return self.record
 

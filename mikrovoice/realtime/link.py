@@ -19,7 +19,13 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, connect_websocket_url
 
 from mikrovoice.logs import event
-from mikrovoice.realtime.protocol import JSON, RealtimeProtocolError, ServerEvent, encode_client_event, parse_server_event
+from mikrovoice.realtime.protocol import (
+    JSON,
+    RealtimeProtocolError,
+    ServerEvent,
+    encode_client_event,
+    parse_server_event,
+)
 
 log = logging.getLogger("mikrovoice.realtime")
 

@@ -92,7 +92,6 @@ class AsteriskCaller:
         self._current: list[bytes] | None = None
         self._quiet_frames = 0
         self._utterance_start = 0.0
-        self._last_voice_end: float | None = None
         self.answer_silence_s = answer_silence_s
         self.hangup_after_s = hangup_after_s
 
@@ -180,14 +179,14 @@ class AsteriskCaller:
         if self._quiet_frames >= _HANGOVER_FRAMES:
             audio = b"".join(self._current)
             self._current = None
-            end = now - _HANGOVER_FRAMES * FRAME_SECONDS
             try:
-                text = voice.hear(audio)
+                utterances = voice.hear_all(audio)
             except voice.UnintelligibleSpeech:
-                text = "(ininteligible)"
-            self.report.heard.append(Heard(self._utterance_start, end, text))
-            self._last_voice_end = end
-            event(log, "caller.heard", text=text)
+                end = now - _HANGOVER_FRAMES * FRAME_SECONDS
+                utterances = [(0.0, end - self._utterance_start, "(ininteligible)")]
+            for start_s, end_s, text in utterances:
+                self.report.heard.append(Heard(self._utterance_start + start_s, self._utterance_start + end_s, text))
+                event(log, "caller.heard", text=text)
             self._heard_changed.set()
             self._heard_changed = trio.Event()
 

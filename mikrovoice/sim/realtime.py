@@ -407,4 +407,4 @@ async def serve_model(
             pass
 
     await serve_websocket(handler, host, port, None, max_message_size=16 * 1024 * 1024,
-                          disconnect_timeout=2, task_status=task_status)
+                          message_queue_size=64, disconnect_timeout=2, task_status=task_status)

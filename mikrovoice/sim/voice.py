@@ -68,17 +68,43 @@ def _symbol(block: array[int]) -> int:
 
 
 def hear(pcm: bytes) -> str:
-    """Decode one utterance: PCM that starts at the start tone's block boundary.
+    """Decode exactly one utterance; raises ``UnintelligibleSpeech`` if there is none."""
+    utterances = hear_all(pcm)
+    if not utterances:
+        raise UnintelligibleSpeech("no framed utterance in the audio")
+    return " ".join(text for _, _, text in utterances)
 
-    Leading and trailing silence is skipped; raises ``UnintelligibleSpeech`` if the framing
-    tones or the UTF-8 are wrong.
+
+def hear_all(pcm: bytes) -> list[tuple[float, float, str]]:
+    """Decode every utterance in PCM whose blocks are aligned to 20 ms from its first sample.
+
+    Returns ``(start_s, end_s, text)`` per utterance, times relative to the start of ``pcm``.
+    Silent blocks are skipped; a utterance with broken framing or UTF-8 raises.
     """
     samples = _samples(pcm)
-    blocks = [samples[i : i + BLOCK] for i in range(0, len(samples) - BLOCK + 1, BLOCK)]
-    symbols = [_symbol(b) for b in blocks if _rms(b) >= SPEECH_RMS]
-    if len(symbols) < 2 or symbols[0] != _START or _END not in symbols:
-        raise UnintelligibleSpeech(f"no framed utterance in {len(blocks)} blocks")
-    body = symbols[1 : symbols.index(_END)]
+    found: list[tuple[float, float, str]] = []
+    body: list[int] | None = None
+    start = 0
+    for index in range(len(samples) // BLOCK):
+        block = samples[index * BLOCK : (index + 1) * BLOCK]
+        if _rms(block) < SPEECH_RMS:
+            continue
+        symbol = _symbol(block)
+        if body is None:
+            if symbol != _START:
+                raise UnintelligibleSpeech(f"speech without a start tone at {index * BLOCK / RATE:.2f} s")
+            body, start = [], index
+        elif symbol == _END:
+            found.append((start * BLOCK / RATE, (index + 1) * BLOCK / RATE, _text(body)))
+            body = None
+        else:
+            body.append(symbol)
+    if body is not None:
+        raise UnintelligibleSpeech("utterance without its end tone")
+    return found
+
+
+def _text(body: list[int]) -> str:
     if len(body) % 2 or any(s > 15 for s in body):
         raise UnintelligibleSpeech("utterance has a broken symbol sequence")
     data = bytes((body[i] << 4) | body[i + 1] for i in range(0, len(body), 2))

@@ -53,7 +53,7 @@ SAMPLE_RATES = {
     Kind.SLIN96: 96000,
     Kind.SLIN192: 192000,
 }
-DTMF_DIGITS = frozenset(b"0123456789*#ABCD")
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 
 class AudioSocketProtocolError(Exception):
@@ -115,7 +115,7 @@ def encode(message: Message) -> bytes:
     elif isinstance(message, CallId):
         kind, payload = Kind.UUID, message.value.bytes
     elif isinstance(message, Dtmf):
-        if len(message.digit) != 1 or message.digit.encode() not in DTMF_DIGITS:
+        if len(message.digit) != 1 or message.digit not in DTMF_DIGITS:
             raise ValueError(f"not a DTMF digit: {message.digit!r}")
         kind, payload = Kind.DTMF, message.digit.encode("ascii")
     elif isinstance(message, Hangup):
@@ -220,7 +220,7 @@ class AudioSocketCodec:
                 raise AudioSocketProtocolError(f"audio message with invalid length {len(payload)}")
             return Audio(payload, Kind(kind))
         if kind == Kind.DTMF:
-            if len(payload) != 1 or payload not in DTMF_DIGITS:
+            if len(payload) != 1 or chr(payload[0]) not in DTMF_DIGITS:
                 raise AudioSocketProtocolError(f"invalid DTMF payload {payload!r}")
             return Dtmf(payload.decode("ascii"))
         if kind == Kind.HANGUP:

@@ -1,0 +1,33 @@
+# Two entry points on a fresh machine: `make demo` and `make test`. Both build .venv from
+# pyproject.toml first (python3 >= 3.11 with venv and pip is all the machine needs).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint diagram bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,diagrams]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mikrovoice demo
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check mikrovoice tests bench
+	$(BIN)/mypy
+
+diagram: $(STAMP)
+	$(BIN)/mikrovoice diagram
+
+bench: $(STAMP)
+	$(BIN)/python bench/calls.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

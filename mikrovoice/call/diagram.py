@@ -1,0 +1,39 @@
+"""Export the call machine for review: ``statecharts/call.mmd`` (always) and ``call.svg``.
+
+The mermaid text comes from python-statemachine and is deterministic, so a test compares the
+committed file with a fresh export. Internal transitions appear as ``state : event / action``
+lines; the events each state explicitly ignores are appended as mermaid comments, so the file
+states the whole event table. SVG needs pydot and graphviz's ``dot`` and is skipped without them
+(its DOT has per-process ids, so it is never diffed).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from mikrovoice.call.machine import EVENTS, CallMachine
+
+
+def mermaid() -> str:
+    text = f"{CallMachine:mermaid}".rstrip("\n")
+    lines = [text, "", "    %% Events each state explicitly ignores (CallMachine.IGNORED); any event that is",
+             "    %% neither a transition above nor listed here is a bug and raises CallMachineError."]
+    for state, ignored in CallMachine.IGNORED.items():
+        names = ", ".join(e for e in EVENTS if e in ignored)
+        lines.append(f"    %% {state} ignores: {names}")
+    return "\n".join(lines) + "\n"
+
+
+def write_diagrams(out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "call.mmd"]
+    written[0].write_text(mermaid(), encoding="utf-8")
+    if shutil.which("dot"):
+        try:
+            svg = format(CallMachine, "svg")
+        except (ImportError, OSError):
+            return written
+        (out / "call.svg").write_text(svg if isinstance(svg, str) else svg.decode(), encoding="utf-8")
+        written.append(out / "call.svg")
+    return written

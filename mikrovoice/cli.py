@@ -1,0 +1,158 @@
+"""The ``mikrovoice`` command line: serve, demo, diagram, and the three simulators.
+
+Parses arguments, sets up logging and hands over to one ``trio.run``. Holds no logic of its
+own beyond wiring; every subcommand runs until it finishes or is interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import trio
+
+from mikrovoice import __version__
+from mikrovoice.config import ConfigError, Settings, load, parse_hostport
+from mikrovoice.logs import configure
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from mikrovoice.service import serve_calls, start_simulated_peers
+
+    if args.simulate:
+        settings = load(args.config) if args.config else Settings()
+    elif args.config:
+        settings = load(args.config)
+        if not settings.api_key:
+            raise ConfigError("OPENAI_API_KEY is not set in the environment")
+        if not settings.routers:
+            raise ConfigError(f"{args.config} defines no [[router]]")
+    else:
+        raise ConfigError("serve needs --config FILE, or --simulate")
+    if args.listen:
+        settings = replace(settings, listen=parse_hostport(args.listen))
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nonlocal settings
+            if args.simulate:
+                settings = await start_simulated_peers(nursery, settings)
+            await nursery.start(serve_calls, settings)
+
+    trio.run(main)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from mikrovoice import demo
+
+    return demo.main(as_json=args.json, virtual_clock=args.virtual_clock)
+
+
+def _diagram(args: argparse.Namespace) -> int:
+    from mikrovoice.call.diagram import write_diagrams
+
+    for path in write_diagrams(Path(args.out)):
+        print(path)
+    return 0
+
+
+def _sim_routers(args: argparse.Namespace) -> int:
+    from mikrovoice.sim.routeros import FleetProfile, make_fleet, serve_fleet
+
+    host, port = parse_hostport(args.listen)
+    routers = make_fleet(FleetProfile(count=args.count, seed=args.seed), password=args.password)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            configs = await nursery.start(serve_fleet, routers, host, port)
+            for router, config in zip(routers, configs, strict=True):
+                print(f"router {config.name:>6}  {config.host}:{config.port}  identity={router.identity}  "
+                      f"latency={router.latency_s:g}s  sfp={router.sfp_count}", flush=True)
+
+    trio.run(main)
+    return 0
+
+
+def _sim_model(args: argparse.Namespace) -> int:
+    from mikrovoice.sim.realtime import SimModelConfig, serve_model
+
+    host, port = parse_hostport(args.listen)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(serve_model, host, port, SimModelConfig())
+            print(f"simulated Realtime API on ws://{host}:{server.port}/v1/realtime", flush=True)
+
+    trio.run(main)
+    return 0
+
+
+def _sim_call(args: argparse.Namespace) -> int:
+    from mikrovoice.demo import SEED_QUESTIONS
+    from mikrovoice.sim.asterisk import AsteriskCaller, Question
+
+    host, port = parse_hostport(args.to)
+    questions = [Question(q, r".") for q in args.say] if args.say else SEED_QUESTIONS
+    report = trio.run(AsteriskCaller(questions).call, host, port)
+    for result in report.questions:
+        print(f"«{result.text}» -> {result.answer or '(sin respuesta)'}  (silencio máx. {result.max_dead_air_s} s)")
+    if report.error:
+        print(f"error: {report.error}", file=sys.stderr)
+    return 0 if report.questions and all(q.answered for q in report.questions) and not report.error else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mikrovoice", description="Phone voice assistant for MikroTik NOC operators.")
+    parser.add_argument("--version", action="version", version=f"mikrovoice {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the service (AudioSocket listener)")
+    serve.add_argument("--config", help="TOML configuration file (see mikrovoice.example.toml)")
+    serve.add_argument("--simulate", action="store_true", help="use the simulated model and router fleet")
+    serve.add_argument("--listen", help="AudioSocket HOST:PORT (overrides the file)")
+    serve.set_defaults(run=_serve)
+
+    demo = sub.add_parser("demo", help="the seed's acceptance call, end to end on the simulators")
+    demo.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    demo.add_argument("--virtual-clock", action="store_true", help="run on Trio's virtual clock (seconds, not a minute)")
+    demo.set_defaults(run=_demo)
+
+    diagram = sub.add_parser("diagram", help="export the call machine to statecharts/")
+    diagram.add_argument("--out", default="statecharts", help="output folder (default: statecharts)")
+    diagram.set_defaults(run=_diagram)
+
+    sim = sub.add_parser("sim", help="run one simulator on its own").add_subparsers(dest="sim", required=True)
+    routers = sim.add_parser("routers", help="RouterOS API fleet: router i on PORT+i")
+    routers.add_argument("--listen", required=True, help="HOST:PORT of router 0")
+    routers.add_argument("--count", type=int, default=12)
+    routers.add_argument("--seed", type=int, default=7)
+    routers.add_argument("--password", default="", help="password of user admin (default: empty)")
+    routers.set_defaults(run=_sim_routers)
+    model = sim.add_parser("model", help="OpenAI Realtime GA server with a scripted model")
+    model.add_argument("--listen", required=True, help="HOST:PORT; serves /v1/realtime")
+    model.set_defaults(run=_sim_model)
+    call = sim.add_parser("call", help="an Asterisk caller that dials an AudioSocket server")
+    call.add_argument("--to", required=True, help="AudioSocket server HOST:PORT")
+    call.add_argument("--say", action="append", help="a question to ask (repeatable; default: the seed's two)")
+    call.set_defaults(run=_sim_call)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "demo":
+        configure(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        result: int = args.run(args)
+        return result
+    except ConfigError as exc:
+        print(f"mikrovoice: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
