@@ -85,11 +85,12 @@ def summarise(report: CallReport, stats: ServiceStats) -> dict[str, Any]:
 
 async def run_demo(
     settings: Settings | None = None, questions: list[Question] | None = None, fleet: FleetProfile = DEMO_FLEET,
+    router_password: str = "", stats: ServiceStats | None = None,
 ) -> dict[str, Any]:
     settings = replace(settings or Settings(), listen=("127.0.0.1", 0))
-    stats = ServiceStats()
+    stats = stats if stats is not None else ServiceStats()
     async with trio.open_nursery() as nursery:
-        settings = await start_simulated_peers(nursery, settings, fleet)
+        settings = await start_simulated_peers(nursery, settings, fleet, router_password=router_password)
         port = await nursery.start(serve_calls, settings, stats)
         report = await AsteriskCaller(questions or SEED_QUESTIONS).call("127.0.0.1", port)
         with trio.move_on_after(5):  # let the service notice the hang-up and close the call

@@ -61,10 +61,10 @@ async def serve_calls(
 
 async def start_simulated_peers(
     nursery: trio.Nursery, settings: Settings, profile: FleetProfile = FleetProfile(),
-    model_config: SimModelConfig = SimModelConfig(),
+    model_config: SimModelConfig = SimModelConfig(), router_password: str = "",
 ) -> Settings:
     """Start the simulated model and router fleet on loopback; return Settings that use them."""
-    routers = await nursery.start(serve_fleet, make_fleet(profile))
+    routers = await nursery.start(serve_fleet, make_fleet(profile, password=router_password))
     server = await nursery.start(serve_model, "127.0.0.1", 0, model_config)
     return replace(
         settings,

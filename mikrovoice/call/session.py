@@ -58,6 +58,7 @@ from mikrovoice.tools import NocTools
 log = logging.getLogger("mikrovoice.call")
 
 UUID_TIMEOUT_S = 5.0
+LINK_CLOSE_S = 2.0
 _DONE_EVENTS = {"greeting": "greeting_done", "progress": "progress_done", "report": "report_done"}
 
 
@@ -82,6 +83,7 @@ class CallRecord:
     model_link_drop: str | None = None
     end_reason: str | None = None
     ended: bool = False
+    ended_at: float = 0.0
     finished: trio.Event = field(default_factory=trio.Event)
 
 
@@ -129,21 +131,28 @@ class CallSession:
         )
         event(log, "call.started")
         try:
-            async with trio.open_nursery() as nursery:
-                self.nursery = nursery
-                nursery.start_soon(self.playout.run, self._send_to_asterisk)
-                self.link.send(rt.client_session_update(self._session_settings()))
-                self._execute(self.machine.take_commands())  # the greeting, queued behind session.update
+            async with trio.open_nursery() as outer:
                 events_send, events_recv = trio.open_memory_channel[rt.ServerEvent](256)
-                nursery.start_soon(self._link, events_send)
-                nursery.start_soon(self._model_events, events_recv)
-                nursery.start_soon(self._audio_in)
+                self.link.send(rt.client_session_update(self._session_settings()))
+                outer.start_soon(self._link, events_send)
+                # Everything but the link lives in ``work``: EndCall cancels it at once (the query
+                # included); then the link gets a graceful WebSocket close, bounded in time.
+                async with trio.open_nursery() as work:
+                    self.nursery = work
+                    work.start_soon(self.playout.run, self._send_to_asterisk)
+                    self._execute(self.machine.take_commands())  # the greeting, queued behind session.update
+                    work.start_soon(self._model_events, events_recv)
+                    work.start_soon(self._audio_in)
+                with trio.move_on_after(LINK_CLOSE_S):
+                    await self.link.aclose()
+                outer.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 if self._we_hang_up:
                     await self._send_to_asterisk(encode(Hangup()))
                 await self.asterisk.stream.aclose()
             self.record.ended = True
+            self.record.ended_at = trio.current_time()
             self.record.finished.set()
             event(log, "call.ended", reason=self.record.end_reason, states=" > ".join(self.machine.trace))
         return self.record

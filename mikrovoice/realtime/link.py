@@ -57,6 +57,14 @@ class RealtimeLink:
         self.connect_timeout_s = connect_timeout_s
         self._out_send, self._out_recv = trio.open_memory_channel[str](outgoing_capacity)
         self.dropped_audio = 0
+        self._serve_scope: trio.CancelScope | None = None
+        self._finished = trio.Event()
+
+    async def aclose(self) -> None:
+        """Close the link gracefully (WebSocket close handshake) and wait until it is closed."""
+        if self._serve_scope is not None:
+            self._serve_scope.cancel()
+        await self._finished.wait()
 
     def send(self, client_event: JSON) -> None:
         """Queue one client event; never blocks. Audio is dropped (and counted) if the link stalls."""
@@ -74,6 +82,12 @@ class RealtimeLink:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> LinkClosed:
+        try:
+            return await self._run(events, task_status)
+        finally:
+            self._finished.set()
+
+    async def _run(self, events: trio.MemorySendChannel[ServerEvent], task_status: trio.TaskStatus[None]) -> LinkClosed:
         headers = [(b"Authorization", f"Bearer {self._api_key}".encode())]
         closed: LinkClosed | None = None
         async with trio.open_nursery() as nursery:
@@ -95,8 +109,10 @@ class RealtimeLink:
             try:
                 closed = await self._serve(ws, events)
             finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(2):
-                    await ws.aclose()
+                # A dead peer will not answer a close handshake: do not wait for one.
+                dead = closed is not None and not closed.by_us
+                with trio.CancelScope(shield=True), trio.move_on_after(0 if dead else 2):
+                    await _close(ws)
                 nursery.cancel_scope.cancel()
         assert closed is not None
         return closed
@@ -143,9 +159,27 @@ class RealtimeLink:
                     return
 
         async with trio.open_nursery() as nursery:
+            self._serve_scope = nursery.cancel_scope
             for task in (reader, writer, pinger):
                 nursery.start_soon(_first_to_finish_cancels, task, nursery.cancel_scope)
         return outcome[0] if outcome else LinkClosed("closed by us", by_us=True)
+
+
+async def _close(ws: WebSocketConnection) -> None:
+    """Close handshake; keep draining messages meanwhile, or a full message queue would block the
+    library's reader and the peer's close frame would never be read."""
+
+    async def drain() -> None:
+        try:
+            while True:
+                await ws.get_message()
+        except ConnectionClosed:
+            pass
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drain)
+        await ws.aclose()
+        nursery.cancel_scope.cancel()
 
 
 async def _first_to_finish_cancels(task: object, scope: trio.CancelScope) -> None:

@@ -41,7 +41,9 @@ _CHUNK_INTERVAL_S = 0.025  # 100 ms of audio every 25 ms: 4x real time, like the
 
 @dataclass(frozen=True)
 class SimModelConfig:
-    ping_interval_s: float = 10.0
+    # A ping every 5 s that must be answered within 20 s: any client that stops reading for
+    # 25 s or more is dropped, as the old system was after its 27 s router query.
+    ping_interval_s: float = 5.0
     pong_timeout_s: float = 20.0
     api_key: str | None = None  # when set, only this key is accepted
 
