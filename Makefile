@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint diagram bench clean
+.PHONY: demo test lint diagram clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,14 +20,11 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check mikrovoice tests bench
+	$(BIN)/ruff check mikrovoice tests
 	$(BIN)/mypy
 
 diagram: $(STAMP)
 	$(BIN)/mikrovoice diagram
-
-bench: $(STAMP)
-	$(BIN)/python bench/calls.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -6,7 +6,13 @@ from hypothesis import strategies as st
 
 from mikrovoice.routeros import commands
 from mikrovoice.routeros.commands import CommandNotAllowed, ReadCommand
-from mikrovoice.routeros.protocol import Reply, Request, RouterOSProtocolError, SentenceReader, encode_sentence
+from mikrovoice.routeros.protocol import (
+    Reply,
+    Request,
+    RouterOSProtocolError,
+    SentenceReader,
+    encode_sentence,
+)
 
 
 def test_sentences_from_the_notes() -> None:
