@@ -9,7 +9,6 @@ FanOut holds, so a query cut short by its deadline still reports what it got.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from mikrovoice.call.machine import ToolCall
@@ -52,14 +51,6 @@ SFP_TRAFFIC = ToolSpec(
         "additionalProperties": False,
     },
 )
-
-
-@dataclass
-class Query:
-    """A validated call, ready to run: which routers, and how to query each."""
-
-    call: ToolCall
-    fan: FanOut
 
 
 class NocTools:

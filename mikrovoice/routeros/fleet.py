@@ -44,7 +44,6 @@ class FanOut:
     results: dict[str, Any] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     started_at: float = 0.0
-    changed: trio.Event = field(default_factory=trio.Event)
 
     @property
     def total(self) -> int:
@@ -96,8 +95,6 @@ class RouterFleet:
         outcome = "error" if name in fan.errors else "ok"
         event(log, "router.answered", router=name, outcome=outcome, done=fan.done, total=fan.total,
               elapsed_s=round(trio.current_time() - fan.started_at, 2), **({"error": fan.errors[name]} if name in fan.errors else {}))
-        fan.changed.set()
-        fan.changed = trio.Event()
 
     async def fan_out(self, fan: FanOut, query: Query) -> None:
         """Query every router of ``fan`` in parallel; returns when all have answered or failed."""

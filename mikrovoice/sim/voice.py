@@ -11,12 +11,14 @@ AudioSocket framing and the playout padding preserve. Pure code: samples in, tex
 from __future__ import annotations
 
 import math
+import sys
 from array import array
 from operator import mul
 
 RATE = 8000
 BLOCK = 160  # samples per symbol: 20 ms
 _START, _END = 16, 17
+_BIG_ENDIAN = sys.byteorder == "big"
 _BINS = tuple(10 + 2 * i for i in range(18))  # 500 Hz .. 2200 Hz, 100 Hz apart
 AMPLITUDE = 6000
 #: Per-sample RMS above which a block counts as speech (tones are ~4200, line noise ~30).
@@ -50,10 +52,7 @@ def duration_s(text: str) -> float:
 
 
 def block_rms(pcm_block: bytes) -> float:
-    samples = _samples(pcm_block)
-    if not samples:
-        return 0.0
-    return math.sqrt(sum(s * s for s in samples) / len(samples))
+    return _rms(_samples(pcm_block))
 
 
 def _symbol(block: array[int]) -> int:
@@ -121,13 +120,13 @@ def _rms(samples: array[int]) -> float:
 def _samples(pcm: bytes) -> array[int]:
     samples = array("h")
     samples.frombytes(pcm[: len(pcm) - len(pcm) % 2])
-    if samples.itemsize and array("h", [1]).tobytes() != b"\x01\x00":
+    if _BIG_ENDIAN:
         samples.byteswap()
     return samples
 
 
 def _little_endian(samples: array[int]) -> bytes:
-    if array("h", [1]).tobytes() != b"\x01\x00":
+    if _BIG_ENDIAN:
         samples = array("h", samples)
         samples.byteswap()
     return samples.tobytes()

@@ -46,7 +46,6 @@ class Playout:
         self._current_item: str | None = None
         self._on_speaking_change = on_speaking_change
         self.speaking = False
-        self.frames_sent = 0
         self.voice_frames_sent = 0
         self.late_frames = 0
 
@@ -109,7 +108,6 @@ class Playout:
         deadline = trio.current_time()
         while True:
             await send(self._next_frame())
-            self.frames_sent += 1
             deadline += FRAME_SECONDS
             now = trio.current_time()
             if now - deadline > _MAX_LAG:
