@@ -46,9 +46,8 @@ async def serve_calls(
         stats.calls.append(session.record)
         try:
             await session.run()
-        except Exception as exc:  # one call's bug must not take the listener down
-            logging.getLogger("mikrovoice.call").exception("call crashed", extra={"call_id": session.record.call_id})
-            event(log, "call.crashed", level=logging.ERROR, error=repr(exc))
+        except Exception:  # one call's bug must not take the listener down
+            log.exception("call.crashed")  # the call id is still in this task's context
 
     host, port = settings.listen
     listeners = await trio.open_tcp_listeners(port, host=host)

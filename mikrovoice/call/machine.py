@@ -67,6 +67,7 @@ class DeliverResult:
 @dataclass(frozen=True)
 class EndCall:
     reason: str
+    by_caller: bool = False  # the caller hung up: nothing to send; otherwise we hang up (0x00)
 
 
 Command = Greet | StartQuery | RefuseToolCall | SpeakProgress | DeliverResult | EndCall
@@ -208,4 +209,4 @@ class CallMachine(StateMachine):
 
     def on_enter_ended(self, event: str, reason: str = "") -> None:
         self.end_reason = reason or event
-        self.outbox.append(EndCall(self.end_reason))
+        self.outbox.append(EndCall(self.end_reason, by_caller=event == "hangup"))

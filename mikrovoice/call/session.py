@@ -113,8 +113,7 @@ class CallSession:
         if first is None:
             await self.asterisk.stream.aclose()
             self.record.end_reason = "no call: the connection did not start with a UUID"
-            self.record.ended = True
-            self.record.finished.set()
+            self._finish()
             return self.record
         self.record.call_id = str(first)
         call_id_var.set(self.record.call_id)
@@ -151,11 +150,16 @@ class CallSession:
                 if self._we_hang_up:
                     await self._send_to_asterisk(encode(Hangup()))
                 await self.asterisk.stream.aclose()
-            self.record.ended = True
-            self.record.ended_at = trio.current_time()
-            self.record.finished.set()
-            event(log, "call.ended", reason=self.record.end_reason, states=" > ".join(self.machine.trace))
+            self.record.progress_updates = self.machine.progress_updates
+            self._finish()
+            event(log, "call.ended", reason=self.record.end_reason, states=" > ".join(self.machine.trace),
+                  dropped_audio_frames=self.link.dropped_audio)
         return self.record
+
+    def _finish(self) -> None:
+        self.record.ended = True
+        self.record.ended_at = trio.current_time()
+        self.record.finished.set()
 
     async def _first_message(self) -> uuid.UUID | None:
         with trio.move_on_after(UUID_TIMEOUT_S):
@@ -218,7 +222,6 @@ class CallSession:
                 fan = self.fan
                 assert fan is not None
                 phrase = self.policy.phrase(phrases, fan.done, fan.total, fan.pending)
-                self.record.progress_updates += 1
                 event(log, "query.progress_spoken", phrase=phrase, done=fan.done, total=fan.total)
                 instructions = phrases.progress_instructions.format(phrase=phrase)
                 self._request_response(rt.client_response_create("progress", instructions, tool_choice="none"))
@@ -229,11 +232,15 @@ class CallSession:
                 self._request_response(rt.client_response_create("report", phrases.report_instructions))
             elif isinstance(command, EndCall):
                 self.record.end_reason = command.reason
-                self._we_hang_up = not command.reason.startswith("caller")
+                self._we_hang_up = not command.by_caller
                 self.nursery.cancel_scope.cancel()
 
     def _request_response(self, create: rt.JSON) -> None:
-        for client_event in self.gate.request(create):
+        self._send_gated(self.gate.request(create))
+
+    def _send_gated(self, released: list[rt.JSON]) -> None:
+        """Send what the response gate released, then re-evaluate whether the line is quiet."""
+        for client_event in released:
             self.link.send(client_event)
         self._refresh_quiet()
 
@@ -281,8 +288,7 @@ class CallSession:
             self.playout.enqueue(e.item_id, g711.ulaw_to_slin(e.audio))
         elif isinstance(e, rt.ResponseCreated):
             self.responses[e.response_id] = e.metadata.get("kind", "turn")
-            self.gate.on_created(e)
-            self._refresh_quiet()
+            self._send_gated(self.gate.on_created(e))
         elif isinstance(e, rt.TranscriptDone):
             self.playout.end_item(e.item_id)
             event(log, "model.said", kind=self.responses.get(e.response_id, "turn"), text=e.transcript)
@@ -291,9 +297,7 @@ class CallSession:
         elif isinstance(e, rt.ResponseDone):
             for call in e.function_calls:  # normally already seen in response.output_item.done
                 self._on_function_call(call)
-            for client_event in self.gate.on_done(e):
-                self.link.send(client_event)
-            self._refresh_quiet()
+            self._send_gated(self.gate.on_done(e))
             kind = self.responses.pop(e.response_id, "turn")
             self.handle(_DONE_EVENTS.get(kind, "turn_done"))
         elif isinstance(e, rt.SpeechStarted):
@@ -310,9 +314,7 @@ class CallSession:
             event(log, "caller.said", text=e.transcript)
         elif isinstance(e, rt.ServerError):
             event(log, "model.error", level=logging.WARNING, code=e.code, message=e.message, event_id=e.event_id)
-            for client_event in self.gate.on_error(e):
-                self.link.send(client_event)
-            self._refresh_quiet()
+            self._send_gated(self.gate.on_error(e))
         elif isinstance(e, rt.SessionUpdated):
             event(log, "model.session_updated")
 

@@ -13,6 +13,7 @@ key differ. The key goes in the Authorization header and nowhere else (never log
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -182,6 +183,6 @@ async def _close(ws: WebSocketConnection) -> None:
         nursery.cancel_scope.cancel()
 
 
-async def _first_to_finish_cancels(task: object, scope: trio.CancelScope) -> None:
-    await task()  # type: ignore[operator]
+async def _first_to_finish_cancels(task: Callable[[], Awaitable[None]], scope: trio.CancelScope) -> None:
+    await task()
     scope.cancel()

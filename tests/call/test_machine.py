@@ -83,7 +83,7 @@ def test_every_live_state_can_end(state: str, event: str) -> None:
     m = machine_in(state)
     m.handle(event, reason="why")
     assert m.current_state_value == "ended" and m.is_terminated
-    assert m.take_commands() == [EndCall("why")]
+    assert m.take_commands() == [EndCall("why", by_caller=event == "hangup")]
     assert all(m.handle(e) is False for e in EVENTS)  # after the end, everything is ignored
 
 
