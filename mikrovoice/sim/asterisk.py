@@ -33,6 +33,7 @@ from mikrovoice.telephony.audiosocket import (
     Role,
     encode,
 )
+from mikrovoice.telephony.server import pace_frames
 
 log = logging.getLogger("mikrovoice.sim.caller")
 
@@ -113,23 +114,20 @@ class AsteriskCaller:
             event(log, "caller.hung_up", call=str(self.call_id))
         return self.report
 
+    def _next_frame(self) -> bytes:
+        if not self._say:
+            return encode(Audio(self._noise_frame()))
+        frame = bytes(self._say[:SLIN8_FRAME_BYTES]).ljust(SLIN8_FRAME_BYTES, b"\x00")
+        del self._say[:SLIN8_FRAME_BYTES]
+        if not self._say:
+            self._said.set()
+        return encode(Audio(frame))
+
     async def _send_frames(self, stream: trio.SocketStream) -> None:
-        deadline = trio.current_time()
-        while True:
-            if self._say:
-                frame = bytes(self._say[:SLIN8_FRAME_BYTES]).ljust(SLIN8_FRAME_BYTES, b"\x00")
-                del self._say[:SLIN8_FRAME_BYTES]
-                if not self._say:
-                    self._said.set()
-            else:
-                frame = self._noise_frame()
-            try:
-                await stream.send_all(encode(Audio(frame)))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return
-            deadline += FRAME_SECONDS
-            deadline = max(deadline, trio.current_time() - 0.1)
-            await trio.sleep_until(deadline)
+        try:
+            await pace_frames(self._next_frame, stream.send_all)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
 
     async def _receive(self, stream: trio.SocketStream, call_scope: trio.CancelScope) -> None:
         codec = AudioSocketCodec(Role.ASTERISK)

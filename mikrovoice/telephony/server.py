@@ -105,15 +105,32 @@ class Playout:
 
     async def run(self, send: Callable[[bytes], Awaitable[None]]) -> None:
         """Pace frames out forever (until cancelled)."""
-        deadline = trio.current_time()
-        while True:
-            await send(self._next_frame())
-            deadline += FRAME_SECONDS
-            now = trio.current_time()
-            if now - deadline > _MAX_LAG:
-                self.late_frames += 1
-                deadline = now
-            await trio.sleep_until(deadline)
+        await pace_frames(self._next_frame, send, on_late=self._count_late)
+
+    def _count_late(self) -> None:
+        self.late_frames += 1
+
+
+async def pace_frames(
+    next_frame: Callable[[], bytes],
+    send: Callable[[bytes], Awaitable[None]],
+    on_late: Callable[[], None] = lambda: None,
+) -> None:
+    """Send ``next_frame()`` every 20 ms against a monotonic deadline, forever.
+
+    After a stall of more than ``_MAX_LAG`` the schedule restarts from now (``on_late`` is
+    called): frames are never burst to catch up. Used by our playout and by the simulated
+    Asterisk caller alike.
+    """
+    deadline = trio.current_time()
+    while True:
+        await send(next_frame())
+        deadline += FRAME_SECONDS
+        now = trio.current_time()
+        if now - deadline > _MAX_LAG:
+            on_late()
+            deadline = now
+        await trio.sleep_until(deadline)
 
 
 def set_nodelay(stream: trio.SocketStream) -> None:
