@@ -13,6 +13,7 @@ import trio.testing
 
 from mikrovoice.config import Settings
 from mikrovoice.demo import DEMO_FLEET, SEED_QUESTIONS, run_demo
+from mikrovoice.logs import CallIdFilter
 from mikrovoice.service import ServiceStats, serve_calls, start_simulated_peers
 from mikrovoice.sim.asterisk import AsteriskCaller, Question
 from mikrovoice.telephony.audiosocket import Audio, encode
@@ -93,11 +94,18 @@ async def test_bad_audiosocket_input_ends_only_that_call(
     assert any("first AudioSocket message must be the UUID" in r.getMessage() for r in caplog.records)
 
 
-async def test_secrets_never_reach_the_logs(autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture) -> None:
+async def test_logs_carry_the_call_id_and_no_secrets(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger="mikrovoice")
+    caplog.handler.addFilter(CallIdFilter())  # what mikrovoice.logs.configure() puts on its handler
     settings = Settings(api_key="sk-test-DO-NOT-LOG")
-    summary = await run_demo(settings, questions=[SEED_QUESTIONS[0]], router_password="router-DO-NOT-LOG")
+    stats = ServiceStats()
+    summary = await run_demo(settings, questions=[SEED_QUESTIONS[0]], router_password="router-DO-NOT-LOG", stats=stats)
     assert summary["answered"] == 1
     text = "\n".join(r.getMessage() for r in caplog.records) + repr(settings)
     assert "DO-NOT-LOG" not in text
-    assert all(hasattr(r, "call_id") or True for r in caplog.records)
+    # Every line the call's own tasks wrote (session, router fan-out, model link) names the call.
+    call_lines = [r for r in caplog.records if r.name in ("mikrovoice.call", "mikrovoice.routers", "mikrovoice.realtime")]
+    assert {r.name for r in call_lines} == {"mikrovoice.call", "mikrovoice.routers", "mikrovoice.realtime"}
+    assert {r.call_id for r in call_lines} == {stats.calls[0].call_id}
