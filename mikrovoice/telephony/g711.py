@@ -3,12 +3,20 @@
 Pure code: bytes in, bytes out. Matches CPython's ``audioop.lin2ulaw``/``ulaw2lin`` bit for
 bit (tested), without depending on ``audioop`` (removed in Python 3.13). Companding only:
 8 kHz stays 8 kHz, so the call path never resamples.
+
+The reference algorithm below fills two tables once, at import: a mu-law code for each of the
+65536 16-bit samples and a sample for each of the 256 codes. A conversion is then one numpy
+``take`` over the input buffer, which is viewed in place as explicitly little-endian samples
+(``<u2``) or bytes and written back as little-endian samples (``<i2``), whatever the host's
+byte order; a 20 ms frame costs about a microsecond.
 """
 
 from __future__ import annotations
 
-import sys
-from array import array
+from typing import Final
+
+import numpy as np
+from numpy.typing import NDArray
 
 _SEG_END = (0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF)
 _CLIP = 8159
@@ -34,29 +42,26 @@ def _ulaw_to_linear(code: int) -> int:
     return (_BIAS - t) if u & 0x80 else (t - _BIAS)
 
 
+_SLIN_INDEX: Final = np.dtype("<u2")  # a slin sample read as an unsigned table index
+_SLIN: Final = np.dtype("<i2")  # a slin sample: signed 16-bit little-endian
 # Index: the sample as an unsigned 16-bit value.
-_ENCODE = bytes(_linear_to_ulaw(v - 0x10000 if v >= 0x8000 else v) for v in range(0x10000))
-_DECODE = array("h", (_ulaw_to_linear(c) for c in range(256)))
-_BIG_ENDIAN = sys.byteorder == "big"
+_ENCODE: NDArray[np.uint8] = np.array(
+    [_linear_to_ulaw(v - 0x10000 if v >= 0x8000 else v) for v in range(0x10000)], dtype=np.uint8
+)
+_DECODE: NDArray[np.int16] = np.array([_ulaw_to_linear(c) for c in range(256)], dtype=_SLIN)
 
 #: One mu-law byte of digital silence.
-ULAW_SILENCE = _ENCODE[0]
+ULAW_SILENCE: int = int(_ENCODE[0])
 
 
-def slin_to_ulaw(pcm: bytes) -> bytes:
+def slin_to_ulaw(pcm: bytes | bytearray | memoryview) -> bytes:
     """Signed 16-bit little-endian PCM (AudioSocket's slin) to mu-law, one byte per sample."""
-    if len(pcm) % 2:
-        raise ValueError(f"slin audio must have an even number of bytes, got {len(pcm)}")
-    samples = array("H")
-    samples.frombytes(pcm)
-    if _BIG_ENDIAN:
-        samples.byteswap()
-    return bytes(_ENCODE[s] for s in samples)
+    size = pcm.nbytes if isinstance(pcm, memoryview) else len(pcm)
+    if size % 2:
+        raise ValueError(f"slin audio must have an even number of bytes, got {size}")
+    return _ENCODE.take(np.frombuffer(pcm, _SLIN_INDEX)).tobytes()
 
 
-def ulaw_to_slin(ulaw: bytes) -> bytes:
+def ulaw_to_slin(ulaw: bytes | bytearray | memoryview) -> bytes:
     """mu-law to signed 16-bit little-endian PCM."""
-    samples = array("h", (_DECODE[c] for c in ulaw))
-    if _BIG_ENDIAN:
-        samples.byteswap()
-    return samples.tobytes()
+    return _DECODE.take(np.frombuffer(ulaw, np.uint8)).tobytes()

@@ -34,3 +34,24 @@ def test_silence_and_odd_lengths() -> None:
     assert g711.slin_to_ulaw(bytes(4)) == bytes([g711.ULAW_SILENCE]) * 2 == b"\xff\xff"
     with pytest.raises(ValueError, match="even"):
         g711.slin_to_ulaw(b"\x00")
+
+
+@given(st.binary(max_size=400).map(lambda b: b[: len(b) - len(b) % 2]))
+def test_every_buffer_type_converts_alike(pcm: bytes) -> None:
+    codes = g711.slin_to_ulaw(pcm)
+    unaligned = memoryview(b"\x00" + pcm)[1:]  # numpy reads it in place, unaligned
+    for view in (bytearray(pcm), memoryview(pcm), unaligned, memoryview(array("h", pcm))):
+        assert g711.slin_to_ulaw(view) == codes
+    slin = g711.ulaw_to_slin(codes)
+    for ulaw in (bytearray(codes), memoryview(codes), memoryview(b"\x00" + codes)[1:]):
+        assert g711.ulaw_to_slin(ulaw) == slin
+    assert type(codes) is bytes and type(slin) is bytes
+    assert codes == audioop.lin2ulaw(pcm, 2) and slin == audioop.ulaw2lin(codes, 2)
+
+
+def test_odd_length_buffers_are_rejected() -> None:
+    for odd in (bytearray(3), memoryview(bytes(5)), memoryview(bytes(6))[1:]):
+        with pytest.raises(ValueError, match="even"):
+            g711.slin_to_ulaw(odd)
+    assert g711.slin_to_ulaw(b"") == b"" and g711.ulaw_to_slin(b"") == b""
+    assert isinstance(g711.ULAW_SILENCE, int) and g711.ULAW_SILENCE == 0xFF
