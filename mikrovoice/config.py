@@ -40,7 +40,10 @@ class Phrases:
     )
     greeting: str = "Hola, soy el asistente del NOC. ¿Qué quieres consultar?"
     greeting_instructions: str = 'Saluda al usuario. Di exactamente: "{greeting}"'
-    progress_many: str = "Sigo consultando: {done} de {total} routers ya respondieron."
+    #: Fields: {answered} (routers that answered; {done} is the same), {failed}, {total}, {pending}.
+    progress_many: str = "Sigo consultando: {answered} de {total} routers ya respondieron."
+    #: Appended to progress_many while some routers have failed (same fields).
+    progress_failed: str = "{failed} no se pudieron consultar."
     progress_one: str = "Sigo consultando el router {router}; todavía no responde."
     progress_instructions: str = (
         'La consulta sigue en curso. Di exactamente, sin añadir resultados: "{phrase}" '
@@ -48,6 +51,11 @@ class Phrases:
     )
     report_instructions: str = (
         "Resume para el usuario, en español y en pocas frases, la salida de la herramienta que acabas de recibir."
+    )
+    #: The words of the recorded prompt played when the model is unavailable (see [prompts]);
+    #: simulations speak this text, logs quote it.
+    model_unavailable: str = (
+        "Lo siento, el asistente no está disponible en este momento. Por favor, intenta de nuevo en unos minutos."
     )
 
 
@@ -78,7 +86,11 @@ class Settings:
     router_timeout_s: float = 60.0
     router_concurrency: int = 32
     progress_silence_s: float = 6.0
+    progress_lead_s: float = 1.0  # ask for an update this much before progress_silence_s: the model's latency
     routers: tuple[RouterConfig, ...] = ()
+    #: Recorded prompt (8 kHz: .wav 16-bit mono, raw .sln/.raw slin, or .ulaw) played when the model
+    #: is unavailable; None: the bundled Spanish recording of Phrases.model_unavailable.
+    prompt_model_unavailable: str | None = None
     phrases: Phrases = field(default_factory=Phrases)
 
     def __repr__(self) -> str:
@@ -89,8 +101,9 @@ class Settings:
 _SECTIONS = {
     "audiosocket": {"listen"},
     "openai": {"url", "model", "voice", "ping_interval_s", "pong_timeout_s", "connect_timeout_s"},
-    "query": {"timeout_s", "router_timeout_s", "router_concurrency", "progress_silence_s"},
+    "query": {"timeout_s", "router_timeout_s", "router_concurrency", "progress_silence_s", "progress_lead_s"},
     "phrases": {f.name for f in fields(Phrases)},
+    "prompts": {"model_unavailable"},
 }
 
 
@@ -148,7 +161,14 @@ def load(path: str | Path, environ: dict[str, str] | None = None) -> Settings:
         if key in openai:
             settings = replace(settings, **{attr: openai[key]})
     for key, attr in (("timeout_s", "query_timeout_s"), ("router_timeout_s", "router_timeout_s"),
-                      ("router_concurrency", "router_concurrency"), ("progress_silence_s", "progress_silence_s")):
+                      ("router_concurrency", "router_concurrency"), ("progress_silence_s", "progress_silence_s"),
+                      ("progress_lead_s", "progress_lead_s")):
         if key in query:
             settings = replace(settings, **{attr: query[key]})
+    prompts = data.get("prompts", {})
+    if "model_unavailable" in prompts:
+        prompt = Path(path).parent / str(prompts["model_unavailable"])
+        if not prompt.is_file():
+            raise ConfigError(f"[prompts] model_unavailable: no such file {prompt}")
+        settings = replace(settings, prompt_model_unavailable=str(prompt))
     return settings

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field, replace
 
 import trio
 
+from mikrovoice.call.prompts import Prompts
 from mikrovoice.call.session import CallRecord, CallSession
 from mikrovoice.config import Settings
 from mikrovoice.logs import event
+from mikrovoice.net import Dialer, open_tcp
 from mikrovoice.routeros.fleet import RouterFleet
 from mikrovoice.sim.realtime import SimModelConfig, serve_model
 from mikrovoice.sim.routeros import FleetProfile, make_fleet, serve_fleet
@@ -30,24 +32,42 @@ class ServiceStats:
     calls: list[CallRecord] = field(default_factory=list)
 
 
-async def serve_calls(
-    settings: Settings,
-    stats: ServiceStats | None = None,
-    *,
-    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Listen for Asterisk; ``started()`` hands back the bound port."""
-    stats = stats if stats is not None else ServiceStats()
-    tools = NocTools(RouterFleet(settings.routers, settings.router_concurrency, settings.router_timeout_s))
+class CallService:
+    """The calls of one process: shared settings, tools and stats; ``handle`` runs one call to its end."""
 
-    async def handler(stream: trio.SocketStream) -> None:
-        set_nodelay(stream)
-        session = CallSession(settings, tools, stream)
-        stats.calls.append(session.record)
+    def __init__(
+        self, settings: Settings, stats: ServiceStats | None = None, dial: Dialer = open_tcp,
+        prompts: Prompts | None = None,
+    ) -> None:
+        self.settings = settings
+        self.stats = stats if stats is not None else ServiceStats()
+        self.dial = dial
+        self.prompts = prompts or Prompts.load(settings)
+        self.tools = NocTools(RouterFleet(settings.routers, settings.router_concurrency, settings.router_timeout_s, dial))
+
+    async def handle(self, stream: trio.abc.Stream) -> None:
+        """One Asterisk connection, from its first byte to its end. Never raises (but Cancelled)."""
+        session = CallSession(self.settings, self.tools, stream, self.dial, self.prompts)
+        self.stats.calls.append(session.record)
         try:
             await session.run()
         except Exception:  # one call's bug must not take the listener down
             log.exception("call.crashed")  # the call id is still in this task's context
+
+
+async def serve_calls(
+    settings: Settings,
+    stats: ServiceStats | None = None,
+    *,
+    dial: Dialer = open_tcp,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen for Asterisk; ``started()`` hands back the bound port."""
+    service = CallService(settings, stats, dial)
+
+    async def handler(stream: trio.SocketStream) -> None:
+        set_nodelay(stream)
+        await service.handle(stream)
 
     host, port = settings.listen
     listeners = await trio.open_tcp_listeners(port, host=host)

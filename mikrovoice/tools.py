@@ -77,8 +77,13 @@ class NocTools:
         return ToolCall(call_id, name, args, problem=f"no existe la herramienta {name!r}; existen: {known}")
 
     def _unknown_router(self, call_id: str, name: str, args: dict[str, Any], router: str) -> ToolCall:
-        known = ", ".join(sorted(self.fleet.routers))
-        return ToolCall(call_id, name, args, problem=f"no conozco el router {router!r}; los routers son: {known}")
+        problem = f"no conozco el router {router!r}"
+        close = self.fleet.similar(router)
+        if close:
+            problem += "; ¿quizás " + " o ".join(close) + "?"
+        elif len(self.fleet.routers) <= 8:
+            problem += "; los routers son: " + ", ".join(sorted(self.fleet.routers))
+        return ToolCall(call_id, name, args, problem=problem)
 
     def _check_active_devices(self, call_id: str, args: dict[str, Any]) -> ToolCall:
         name = ACTIVE_DEVICES.name

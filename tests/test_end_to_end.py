@@ -15,7 +15,7 @@ from mikrovoice.config import Settings
 from mikrovoice.demo import DEMO_FLEET, SEED_QUESTIONS, run_demo
 from mikrovoice.logs import CallIdFilter
 from mikrovoice.service import ServiceStats, serve_calls, start_simulated_peers
-from mikrovoice.sim.asterisk import AsteriskCaller, Question
+from mikrovoice.sim.asterisk import AsteriskCaller, CallerScript, Question
 from mikrovoice.telephony.audiosocket import Audio, encode
 
 SEED_STATES = ["greeting", "listening", "announcing", "querying", "reporting", "listening",
@@ -65,7 +65,7 @@ async def test_hangup_during_the_query_cancels_it_at_once(autojump_clock: trio.t
     async with trio.open_nursery() as nursery:
         settings = await start_simulated_peers(nursery, replace(Settings(), listen=("127.0.0.1", 0)), DEMO_FLEET)
         port = await nursery.start(serve_calls, settings, stats)
-        caller = AsteriskCaller([Question(SEED_QUESTIONS[1].text, r"^never$", timeout_s=8.0)], hangup_after_s=0)
+        caller = AsteriskCaller(CallerScript((Question(SEED_QUESTIONS[1].text, r"^never$", timeout_s=8.0),), hangup_after_s=0))
         report = await caller.call("127.0.0.1", port)
         hung_up_at = trio.current_time()
         with trio.fail_after(2):
@@ -75,7 +75,10 @@ async def test_hangup_during_the_query_cancels_it_at_once(autojump_clock: trio.t
     assert not report.questions[0].answered
     assert call.end_reason == "caller hung up" and call.states[-2:] == ["querying", "ended"]
     assert call.ended_at - hung_up_at < 0.1  # not 24 s later, when the slowest router would answer
-    assert call.queries[0].answered == 0 and call.model_link_drop is None
+    query = call.queries[0]
+    assert query.cancelled and not query.timed_out and query.answered == 9  # the 3 slow routers never answered
+    assert query.ended_at is not None and query.ended_at - hung_up_at < 0.1 and call.model_link_drop is None
+    assert sorted(r.outcome for r in query.per_router) == ["cancelled"] * 3 + ["ok"] * 9
 
 
 async def test_bad_audiosocket_input_ends_only_that_call(
@@ -88,7 +91,7 @@ async def test_bad_audiosocket_input_ends_only_that_call(
         bad = await trio.open_tcp_stream("127.0.0.1", port)
         await bad.send_all(encode(Audio(bytes(320))))  # audio before the UUID
         assert await bad.receive_some(100) == b""  # the service closed that connection
-        report = await AsteriskCaller([SEED_QUESTIONS[0]]).call("127.0.0.1", port)
+        report = await AsteriskCaller(CallerScript((SEED_QUESTIONS[0],))).call("127.0.0.1", port)
         nursery.cancel_scope.cancel()
     assert report.questions[0].answered
     assert any("first AudioSocket message must be the UUID" in r.getMessage() for r in caplog.records)

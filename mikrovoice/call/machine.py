@@ -65,12 +65,19 @@ class DeliverResult:
 
 
 @dataclass(frozen=True)
+class SayFarewell:
+    """The model is gone: stop the query, play the recorded apology, then hang up."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class EndCall:
     reason: str
     by_caller: bool = False  # the caller hung up: nothing to send; otherwise we hang up (0x00)
 
 
-Command = Greet | StartQuery | RefuseToolCall | SpeakProgress | DeliverResult | EndCall
+Command = Greet | StartQuery | RefuseToolCall | SpeakProgress | DeliverResult | SayFarewell | EndCall
 
 #: Every event the call's tasks can raise.
 EVENTS = (
@@ -82,7 +89,8 @@ EVENTS = (
     "query_finished",  # the query's cancel scope closed: result, partial result or error
     "report_done",  # the response that reports the result is done
     "hangup",  # the caller hung up (AudioSocket EOF)
-    "link_lost",  # the model link died
+    "link_lost",  # the model link died (or never came up)
+    "farewell_done",  # the recorded apology has been played
     "abort",  # a peer sent input the call cannot go on with
 )
 
@@ -93,6 +101,7 @@ class CallMachine(StateMachine):
     announcing = State("announcing")
     querying = State("querying")
     reporting = State("reporting")
+    farewell = State("farewell")
     ended = State("ended", final=True)
 
     greeting_done = greeting.to(listening)
@@ -114,13 +123,19 @@ class CallMachine(StateMachine):
     )
     progress_due = querying.to.itself(internal=True, on="speak_progress")
     query_finished = querying.to(reporting) | announcing.to.itself(internal=True)
+    link_lost = (
+        greeting.to(farewell) | listening.to(farewell) | announcing.to(farewell) | querying.to(farewell)
+        | reporting.to(farewell)
+    )
+    farewell_done = farewell.to(ended)
     hangup = (
         greeting.to(ended) | listening.to(ended) | announcing.to(ended) | querying.to(ended) | reporting.to(ended)
+        | farewell.to(ended)
     )
-    link_lost = (
+    abort = (
         greeting.to(ended) | listening.to(ended) | announcing.to(ended) | querying.to(ended) | reporting.to(ended)
+        | farewell.to(ended)
     )
-    abort = greeting.to(ended) | listening.to(ended) | announcing.to(ended) | querying.to(ended) | reporting.to(ended)
 
     #: Events that, in a state, are expected and change nothing.
     IGNORED: dict[str, frozenset[str]] = {
@@ -134,6 +149,8 @@ class CallMachine(StateMachine):
         "querying": frozenset({"turn_done", "progress_done"}),
         # A progress update or a VAD turn that was playing when the result came in ended.
         "reporting": frozenset({"turn_done", "progress_done"}),
+        # The model is gone; whatever it had sent before is moot, and the query was cancelled.
+        "farewell": frozenset(set(EVENTS) - {"farewell_done", "hangup", "abort"}),
         "ended": frozenset(EVENTS),
     }
 
@@ -207,6 +224,12 @@ class CallMachine(StateMachine):
     def on_exit_reporting(self) -> None:
         self.result = None
 
+    def on_enter_farewell(self, reason: str = "") -> None:
+        self.end_reason = reason or "model link lost"
+        self.outbox.append(SayFarewell(self.end_reason))
+
     def on_enter_ended(self, event: str, reason: str = "") -> None:
-        self.end_reason = reason or event
+        if event != "farewell_done":
+            self.end_reason = reason or event
+        assert self.end_reason is not None
         self.outbox.append(EndCall(self.end_reason, by_caller=event == "hangup"))

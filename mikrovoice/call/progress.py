@@ -1,9 +1,11 @@
 """When the caller has waited long enough in silence, and what they are told.
 
-``QuietClock`` knows since when the line has been quiet: nobody speaking (our playout, the
-caller) and no model response open. ``ProgressPolicy`` turns that into a deadline and a phrase
-with the real counts of the fan-out. Pure apart from ``QuietClock``'s Trio event, which lets a
-task wait for the line to change without polling.
+``QuietClock`` knows since when the line has been quiet *as the caller hears it*: neither our
+playout nor the caller speaking. ``ProgressPolicy`` turns that into the moment to ask the model for
+an update (``lead_s`` before ``silence_s`` is reached, the model's usual delay before its first
+audio) and into a phrase with the real counts of the fan-out: routers that answered, routers that
+failed, routers still pending — a failed router is never counted as answered. Pure apart from
+``QuietClock``'s Trio event, which lets a task wait for the line to change without polling.
 """
 
 from __future__ import annotations
@@ -17,22 +19,30 @@ from mikrovoice.config import Phrases
 
 @dataclass(frozen=True)
 class ProgressPolicy:
-    """Speak an update after ``silence_s`` of quiet line while a query runs.
+    """The caller hears an update after about ``silence_s`` of quiet line while a query runs.
 
-    With a model that starts speaking within ~1 s of ``response.create``, the caller never
-    hears more than about ``silence_s + 1`` seconds of dead air (the brief asks for <= 10 s).
+    The request goes out ``lead_s`` earlier, so that a model starting to speak within ``lead_s``
+    is heard on time; a request the model refused, or answered without a sound, is made again
+    after ``retry_s``. The promise checked by the simulations: no more than ``silence_s`` + 1.5 s
+    without speech while a query runs.
     """
 
     silence_s: float = 6.0
+    lead_s: float = 1.0
+    retry_s: float = 0.5
 
     def due_at(self, quiet_since: float) -> float:
-        return quiet_since + self.silence_s
+        return quiet_since + max(0.0, self.silence_s - self.lead_s)
 
     @staticmethod
-    def phrase(phrases: Phrases, done: int, total: int, pending: list[str]) -> str:
+    def phrase(phrases: Phrases, answered: int, failed: int, total: int, pending: list[str]) -> str:
         if total == 1 and pending:
             return phrases.progress_one.format(router=pending[0])
-        return phrases.progress_many.format(done=done, total=total, pending=len(pending))
+        fields = {"answered": answered, "done": answered, "failed": failed, "total": total, "pending": len(pending)}
+        text = phrases.progress_many.format(**fields)
+        if failed:
+            text += " " + phrases.progress_failed.format(**fields)
+        return text
 
 
 class QuietClock:
@@ -47,8 +57,15 @@ class QuietClock:
             self.since = trio.current_time()
         else:
             return
+        self.poke()
+
+    def poke(self) -> None:
+        """Wake every task waiting on the line (also when something else they watch changed)."""
         self._changed.set()
         self._changed = trio.Event()
+
+    async def changed(self) -> None:
+        await self._changed.wait()
 
     async def wait_quiet(self) -> float:
         while self.since is None:

@@ -4,10 +4,13 @@ Tasks of a call (all in the call's nursery; when the call ends, all of them have
 - ``Playout.run``: paced audio to Asterisk, silence from the first moment;
 - ``_link``: the model link (``RealtimeLink.run``); its end is the ``link_lost`` event;
 - ``_audio_in``: Asterisk frames -> mu-law -> ``input_audio_buffer.append``; EOF is ``hangup``;
+- ``_fill_silence``: when Asterisk sends nothing (a silent phone), 20 ms frames of silence keep
+  the model's audio clock running, so that its server VAD can end the caller's turn;
 - ``_model_events``: typed model events -> playout, response gate, machine events;
 - ``_query`` (one per tool call): the fan-out inside a cancel scope whose deadline is the
   query timeout, with a progress ticker and the seed's "Consultando... (10s)" log ticker as
-  children, so the caller's hang-up (nursery cancel) or the deadline stops all of it.
+  children, so the caller's hang-up (nursery cancel), the deadline, or the model going away
+  (``SayFarewell``) stops all of it.
 Every observation becomes ``self.handle(event)``, which feeds the machine and carries out its
 commands synchronously: no task can interleave between a transition and its effects.
 """
@@ -30,20 +33,24 @@ from mikrovoice.call.machine import (
     EndCall,
     Greet,
     RefuseToolCall,
+    SayFarewell,
     SpeakProgress,
     StartQuery,
     ToolCall,
     ToolResult,
 )
 from mikrovoice.call.progress import ProgressPolicy, QuietClock
+from mikrovoice.call.prompts import Prompts
 from mikrovoice.config import Settings
 from mikrovoice.logs import call_id as call_id_var
 from mikrovoice.logs import event
+from mikrovoice.net import Dialer, open_tcp
 from mikrovoice.realtime import protocol as rt
 from mikrovoice.realtime.link import RealtimeLink
 from mikrovoice.routeros.fleet import FanOut
 from mikrovoice.telephony import g711
 from mikrovoice.telephony.audiosocket import (
+    FRAME_SECONDS,
     Audio,
     AudioSocketProtocolError,
     CallId,
@@ -52,6 +59,7 @@ from mikrovoice.telephony.audiosocket import (
     Hangup,
     encode,
 )
+from mikrovoice.telephony.inbound import SilenceFill
 from mikrovoice.telephony.server import AudioSocketStream, Playout
 from mikrovoice.tools import NocTools
 
@@ -59,28 +67,61 @@ log = logging.getLogger("mikrovoice.call")
 
 UUID_TIMEOUT_S = 5.0
 LINK_CLOSE_S = 2.0
+#: After this many responses in a row refused by the model (errors other than "busy"), the model
+#: is treated as unavailable: the caller hears the apology and the call ends.
+MAX_REFUSALS = 3
 _DONE_EVENTS = {"greeting": "greeting_done", "progress": "progress_done", "report": "report_done"}
+_ULAW_SILENCE_FRAME = bytes([g711.ULAW_SILENCE]) * 160
+_FAREWELL_ITEM = "prompt:model_unavailable"
+
+
+@dataclass
+class RouterRecord:
+    name: str
+    started_at: float | None
+    ended_at: float | None
+    outcome: str  # "ok", "error", "timeout", "cancelled" (the query ended first), "queued" (never started)
+    error: str = ""
 
 
 @dataclass
 class QueryRecord:
     tool: str
     started_at: float
+    call_id: str = ""
+    ended_at: float | None = None
     duration_s: float = 0.0
     timed_out: bool = False
+    cancelled: bool = False  # the call ended, or the model went away, before the query finished
     routers: int = 0
     answered: int = 0
+    per_router: list[RouterRecord] = field(default_factory=list)
+
+
+@dataclass
+class ToolCallRecord:
+    call_id: str
+    name: str
+    arguments: str
+    received_at: float
+    problem: str = ""
+    output_sent_at: float | None = None
 
 
 @dataclass
 class CallRecord:
-    """What one call did, for stats, the demo summary and tests."""
+    """What one call did, for stats, the demo summary, timelines and the simulations' invariants."""
 
     call_id: str = "-"
+    started_at: float = 0.0
     states: list[str] = field(default_factory=list)
+    state_times: list[tuple[float, str]] = field(default_factory=list)
     queries: list[QueryRecord] = field(default_factory=list)
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
     progress_updates: int = 0
+    model_connected_at: float | None = None
     model_link_drop: str | None = None
+    model_link_lost_at: float | None = None
     end_reason: str | None = None
     ended: bool = False
     ended_at: float = 0.0
@@ -88,17 +129,24 @@ class CallRecord:
 
 
 class CallSession:
-    def __init__(self, settings: Settings, tools: NocTools, stream: trio.abc.Stream) -> None:
+    def __init__(
+        self, settings: Settings, tools: NocTools, stream: trio.abc.Stream, dial: Dialer = open_tcp,
+        prompts: Prompts | None = None,
+    ) -> None:
         self.settings = settings
         self.tools = tools
+        self.dial = dial
+        self.prompts = prompts or Prompts.load(settings)
         self.asterisk = AudioSocketStream(stream)
-        self.record = CallRecord()
-        self.policy = ProgressPolicy(settings.progress_silence_s)
+        self.record = CallRecord(started_at=trio.current_time())
+        self.policy = ProgressPolicy(settings.progress_silence_s, settings.progress_lead_s)
         self.gate = rt.ResponseGate()
         self.responses: dict[str, str] = {}  # response id -> kind
         self.handled_calls: set[str] = set()
         self.caller_speaking = False
         self.fan: FanOut | None = None
+        self._query_scope: trio.CancelScope | None = None
+        self._refusals_in_a_row = 0
         self._send_lock = trio.Lock()
         self._we_hang_up = False
 
@@ -119,7 +167,9 @@ class CallSession:
         call_id_var.set(self.record.call_id)
         self.machine = CallMachine(self.record.call_id)
         self.record.states = self.machine.trace
+        self.record.state_times.append((trio.current_time(), self.machine.current_state_value))
         self.quiet = QuietClock()
+        self.fill = SilenceFill(trio.current_time())
         self.playout = Playout(on_speaking_change=lambda speaking: self._refresh_quiet())
         self.link = RealtimeLink(
             self.settings.realtime_url,
@@ -127,6 +177,7 @@ class CallSession:
             ping_interval_s=self.settings.ping_interval_s,
             pong_timeout_s=self.settings.pong_timeout_s,
             connect_timeout_s=self.settings.connect_timeout_s,
+            dial=self.dial,
         )
         event(log, "call.started")
         try:
@@ -142,6 +193,7 @@ class CallSession:
                     self._execute(self.machine.take_commands())  # the greeting, queued behind session.update
                     work.start_soon(self._model_events, events_recv)
                     work.start_soon(self._audio_in)
+                    work.start_soon(self._fill_silence)
                 with trio.move_on_after(LINK_CLOSE_S):
                     await self.link.aclose()
                 outer.cancel_scope.cancel()
@@ -202,8 +254,11 @@ class CallSession:
             self.machine.handle("abort", reason=f"internal error: {exc}")
         after = self.machine.current_state_value
         if after != before:
+            self.record.state_times.append((trio.current_time(), after))
             event(log, "call.state", state=after, via=name)
         self._execute(self.machine.take_commands())
+        if after != before and not self.machine.is_terminated:
+            self._refresh_quiet()
 
     def _execute(self, commands: list[Command]) -> None:
         phrases = self.settings.phrases
@@ -215,37 +270,78 @@ class CallSession:
                 self.gate.cancel_kind("greeting")
                 self.nursery.start_soon(self._query, command.call)
             elif isinstance(command, RefuseToolCall):
-                event(log, "tool.refused", tool=command.call.name, reason=command.reason)
-                self.link.send(rt.client_tool_output(command.call.call_id, json.dumps({"error": command.reason}, ensure_ascii=False)))
+                event(log, "tool.refused", tool=command.call.name, call=command.call.call_id, reason=command.reason)
+                self._send_tool_output(command.call.call_id, {"error": command.reason})
                 self._request_response(rt.client_response_create("refusal"))
             elif isinstance(command, SpeakProgress):
                 fan = self.fan
                 assert fan is not None
-                phrase = self.policy.phrase(phrases, fan.done, fan.total, fan.pending)
-                event(log, "query.progress_spoken", phrase=phrase, done=fan.done, total=fan.total)
+                phrase = self.policy.phrase(phrases, fan.answered, fan.failed, fan.total, fan.pending)
+                event(log, "query.progress_spoken", phrase=phrase, answered=fan.answered, failed=fan.failed,
+                      total=fan.total)
                 instructions = phrases.progress_instructions.format(phrase=phrase)
                 self._request_response(rt.client_response_create("progress", instructions, tool_choice="none"))
             elif isinstance(command, DeliverResult):
-                output = json.dumps(command.result.output, ensure_ascii=False)
-                self.link.send(rt.client_tool_output(command.result.call.call_id, output))
+                self._send_tool_output(command.result.call.call_id, command.result.output)
                 self.gate.cancel_kind("progress")
                 self._request_response(rt.client_response_create("report", phrases.report_instructions))
+            elif isinstance(command, SayFarewell):
+                self._say_farewell(command.reason)
             elif isinstance(command, EndCall):
                 self.record.end_reason = command.reason
                 self._we_hang_up = not command.by_caller
                 self.nursery.cancel_scope.cancel()
 
+    def _send_tool_output(self, call_id: str, output: dict[str, Any]) -> None:
+        self.link.send(rt.client_tool_output(call_id, json.dumps(output, ensure_ascii=False)))
+        for record in self.record.tool_calls:
+            if record.call_id == call_id:
+                record.output_sent_at = trio.current_time()
+
+    def _say_farewell(self, reason: str) -> None:
+        """The model is gone: stop the query, play the recorded apology; ``farewell_done`` when heard."""
+        if self._query_scope is not None:
+            self._query_scope.cancel()
+        self.gate = rt.ResponseGate()  # nothing more will be asked of this link
+        self.link.watching = False
+        self.playout.flush()
+        self.playout.enqueue(_FAREWELL_ITEM, self.prompts.model_unavailable)
+        self.playout.end_item(_FAREWELL_ITEM)
+        event(log, "call.farewell", reason=reason, prompt=self.settings.phrases.model_unavailable)
+        self.nursery.start_soon(self._farewell_done)
+
+    async def _farewell_done(self) -> None:
+        await self.playout.wait_played()
+        self.handle("farewell_done")
+
     def _request_response(self, create: rt.JSON) -> None:
-        self._send_gated(self.gate.request(create))
+        if self.machine.current_state_value not in ("farewell", "ended"):
+            self._send_gated(self.gate.request(create))
 
     def _send_gated(self, released: list[rt.JSON]) -> None:
-        """Send what the response gate released, then re-evaluate whether the line is quiet."""
+        """Send what the response gate released, ask again for what it refused, refresh the line."""
         for client_event in released:
             self.link.send(client_event)
+        for refused, error in self.gate.take_refused():
+            self._refusals_in_a_row += 1
+            kind = refused["response"]["metadata"]["kind"]
+            event(log, "model.refused_response", level=logging.WARNING, kind=kind, code=error.code,
+                  in_a_row=self._refusals_in_a_row)
+            if self._refusals_in_a_row >= MAX_REFUSALS:
+                self.handle("link_lost", reason=f"the model refused {MAX_REFUSALS} responses in a row ({error.code})")
+                return
+            if kind != "progress":  # the progress ticker asks again by itself
+                self.nursery.start_soon(self._ask_again, refused)
         self._refresh_quiet()
 
+    async def _ask_again(self, refused: rt.JSON) -> None:
+        await trio.sleep(self.policy.retry_s)
+        self._request_response(rt.renew_event_id(refused))
+
     def _refresh_quiet(self) -> None:
-        self.quiet.update(self.playout.speaking or self.gate.busy or self.caller_speaking)
+        self.quiet.update(self.playout.speaking or self.caller_speaking)
+        self.link.watching = self.machine.current_state_value in ("announcing", "querying") or self.gate.waiting
+        self.quiet.poke()
 
     # ------------------------------------------------------------------ tasks
 
@@ -254,6 +350,7 @@ class CallSession:
             closed = await self.link.run(events_send)
         if not self.machine.is_terminated:
             self.record.model_link_drop = closed.reason
+            self.record.model_link_lost_at = trio.current_time()
             event(log, "model.link_lost", level=logging.ERROR, reason=closed.reason)
             self.handle("link_lost", reason=f"model link lost: {closed.reason}")
 
@@ -271,6 +368,7 @@ class CallSession:
                     self.handle("abort", reason="AudioSocket audio is not 8 kHz slin")
                     return
                 self.link.send(rt.client_append_audio(g711.slin_to_ulaw(message.payload)))
+                self.fill.on_audio(len(message.payload) / 2 / 8000)
             elif isinstance(message, Hangup):
                 self.handle("hangup", reason="caller hung up")
                 return
@@ -279,14 +377,26 @@ class CallSession:
             elif isinstance(message, ErrorMessage):
                 event(log, "call.asterisk_error", level=logging.WARNING, code=message.code.hex())
 
+    async def _fill_silence(self) -> None:
+        """Asterisk sends nothing while the caller is silent: send the model silence on our clock."""
+        while True:
+            await trio.sleep_until(self.fill.next_check())
+            frames = self.fill.frames_due(trio.current_time())
+            if frames:
+                self.link.send(rt.client_append_audio(_ULAW_SILENCE_FRAME * frames))
+                self.fill.on_audio(frames * FRAME_SECONDS)
+
     async def _model_events(self, events: trio.MemoryReceiveChannel[rt.ServerEvent]) -> None:
         async for server_event in events:
             self._on_model_event(server_event)
 
     def _on_model_event(self, e: rt.ServerEvent) -> None:
+        if self.machine.current_state_value in ("farewell", "ended"):
+            return  # the model is gone; what it had still in flight is moot
         if isinstance(e, rt.AudioDelta):
             self.playout.enqueue(e.item_id, g711.ulaw_to_slin(e.audio))
         elif isinstance(e, rt.ResponseCreated):
+            self._refusals_in_a_row = 0
             self.responses[e.response_id] = e.metadata.get("kind", "turn")
             self._send_gated(self.gate.on_created(e))
         elif isinstance(e, rt.TranscriptDone):
@@ -306,10 +416,10 @@ class CallSession:
             if truncation is not None:
                 event(log, "call.barge_in", item=truncation.item_id, heard_ms=truncation.played_ms)
                 self.link.send(rt.client_truncate(truncation.item_id, truncation.played_ms))
-            self._refresh_quiet()
+            self._send_gated(self.gate.hold(True))
         elif isinstance(e, rt.SpeechStopped):
             self.caller_speaking = False
-            self._refresh_quiet()
+            self._send_gated(self.gate.hold(False))
         elif isinstance(e, rt.InputTranscript):
             event(log, "caller.said", text=e.transcript)
         elif isinstance(e, rt.ServerError):
@@ -317,49 +427,88 @@ class CallSession:
             self._send_gated(self.gate.on_error(e))
         elif isinstance(e, rt.SessionUpdated):
             event(log, "model.session_updated")
+        elif isinstance(e, rt.SessionCreated):
+            self.record.model_connected_at = trio.current_time()
 
     def _on_function_call(self, e: rt.FunctionCall) -> None:
         if e.call_id in self.handled_calls:
             return
         self.handled_calls.add(e.call_id)
         call = self.tools.parse_call(e.call_id, e.name, e.arguments)
-        event(log, "tool.called", tool=e.name, arguments=e.arguments, problem=call.problem or "")
+        self.record.tool_calls.append(ToolCallRecord(e.call_id, e.name, e.arguments, trio.current_time(),
+                                                     call.problem or ""))
+        event(log, "tool.called", tool=e.name, call=e.call_id, arguments=e.arguments, problem=call.problem or "")
         self.handle("tool_called", call=call)
 
     async def _query(self, call: ToolCall) -> None:
         fan = self.fan = self.tools.plan(call)
-        record = QueryRecord(call.name, trio.current_time(), routers=fan.total)
+        record = QueryRecord(call.name, trio.current_time(), call_id=call.call_id, routers=fan.total)
         self.record.queries.append(record)
         timeout = self.settings.query_timeout_s
         event(log, "query.started", tool=call.name, routers=fan.total, timeout_s=timeout)
-        async with trio.open_nursery() as helpers:
-            helpers.start_soon(self._progress_ticker)
-            helpers.start_soon(self._query_log_ticker, fan)
-            with trio.move_on_after(timeout) as deadline:
-                await self.tools.run(call, fan)
-            helpers.cancel_scope.cancel()
-        record.duration_s = trio.current_time() - record.started_at
-        record.timed_out = deadline.cancelled_caught
-        record.answered = len(fan.results)
+        self._refresh_quiet()
+        deadline: trio.CancelScope | None = None
+        try:
+            with trio.CancelScope() as self._query_scope:
+                async with trio.open_nursery() as helpers:
+                    helpers.start_soon(self._progress_ticker)
+                    helpers.start_soon(self._query_log_ticker, fan)
+                    with trio.move_on_after(timeout) as deadline:
+                        await self.tools.run(call, fan)
+                    helpers.cancel_scope.cancel()
+        finally:
+            self._query_scope = None
+            record.ended_at = trio.current_time()
+            record.duration_s = record.ended_at - record.started_at
+            record.answered = len(fan.results)
+            record.timed_out = deadline is not None and deadline.cancelled_caught
+            record.cancelled = not record.timed_out and len(fan.pending) > 0
+            record.per_router = _router_records(fan, record)
+        if record.cancelled:
+            event(log, "query.cancelled", tool=call.name, elapsed_s=round(record.duration_s, 2), answered=fan.answered)
+            return
         output = self.tools.report(call, fan, timeout if record.timed_out else None)
-        event(log, "query.finished", tool=call.name, elapsed_s=round(record.duration_s, 2), answered=len(fan.results),
-              failed=len(fan.errors), timed_out=record.timed_out)
+        event(log, "query.finished", tool=call.name, elapsed_s=round(record.duration_s, 2), answered=fan.answered,
+              failed=fan.failed, timed_out=record.timed_out)
         self.handle("query_finished", result=ToolResult(call, output, ok=not fan.errors and not record.timed_out))
 
     async def _progress_ticker(self) -> None:
-        """Raise ``progress_due`` whenever the line has been quiet for the policy's silence."""
+        """Raise ``progress_due`` whenever the line has been quiet for the policy's silence.
+
+        If the update is not heard (the machine was not ready for it, the model refused it or
+        answered without a sound), it is asked for again ``retry_s`` later, still on the same quiet.
+        """
         while True:
             quiet_since = await self.quiet.wait_quiet()
             with trio.move_on_at(self.policy.due_at(quiet_since)):
                 await self.quiet.wait_busy()
                 continue  # somebody spoke: start over
             self.handle("progress_due")
-            await self.quiet.wait_busy()
+            while self.quiet.since == quiet_since and self.gate.holds("progress"):
+                await self.quiet.changed()  # the model is on it
+            if self.quiet.since == quiet_since:
+                with trio.move_on_after(self.policy.retry_s):
+                    await self.quiet.wait_busy()
 
     async def _query_log_ticker(self, fan: FanOut, every_s: float = 10.0) -> None:
         """The seed's "Consultando... (10s transcurridos)" lines, as structured events."""
         start = trio.current_time()
         while True:
             await trio.sleep(every_s)
-            event(log, "query.running", elapsed_s=round(trio.current_time() - start), done=fan.done, total=fan.total,
-                  pending=",".join(fan.pending[:8]))
+            event(log, "query.running", elapsed_s=round(trio.current_time() - start), answered=fan.answered,
+                  failed=fan.failed, total=fan.total, pending=",".join(fan.pending[:8]))
+
+
+def _router_records(fan: FanOut, query: QueryRecord) -> list[RouterRecord]:
+    records = []
+    for name in fan.routers:
+        started, ended = fan.router_started.get(name), fan.router_finished.get(name)
+        if name in fan.results:
+            outcome, error = "ok", ""
+        elif name in fan.errors:
+            error = fan.errors[name]
+            outcome = "timeout" if error.startswith("no answer within") else "error"
+        else:
+            outcome, error, ended = ("cancelled" if started is not None else "queued"), "", query.ended_at
+        records.append(RouterRecord(name, started, ended, outcome, error))
+    return records

@@ -4,7 +4,10 @@
   tasks), parses each message and hands the typed event to the call through a channel;
 - the *writer* sends what the call queued, in order (``session.update`` first);
 - the *pinger* sends a WebSocket ping every ``ping_interval_s`` and declares the link dead when
-  the pong misses its deadline (trio-websocket's ``ping()`` itself would wait forever).
+  the pong misses its deadline (trio-websocket's ``ping()`` itself would wait forever). While the
+  call is ``watching`` the link (a query runs, or we wait for the model to speak), it also probes:
+  after ``liveness_s`` without a single byte from the server it pings with a ``probe_timeout_s``
+  deadline, so a server that went silent is found within two seconds, not twenty-five.
 ``run()`` returns a ``LinkClosed`` describing why the link ended; it never raises for the peer's
 misbehaviour. The same code talks to OpenAI or to ``mikrovoice.sim.realtime``: only the URL and
 key differ. The key goes in the Authorization header and nowhere else (never logged).
@@ -12,14 +15,24 @@ key differ. The key goes in the Authorization header and nowhere else (never log
 
 from __future__ import annotations
 
+import json
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, connect_websocket_url
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    HandshakeError,
+    WebSocketConnection,
+    wrap_client_stream,
+)
 
 from mikrovoice.logs import event
+from mikrovoice.net import Dialer, open_tcp
 from mikrovoice.realtime.protocol import (
     JSON,
     RealtimeProtocolError,
@@ -50,11 +63,22 @@ class RealtimeLink:
         pong_timeout_s: float = 10.0,
         connect_timeout_s: float = 10.0,
         outgoing_capacity: int = 1000,
+        dial: Dialer = open_tcp,
+        ssl_context: ssl.SSLContext | None = None,
+        liveness_s: float = 1.0,
+        probe_timeout_s: float = 1.0,
     ) -> None:
         self.url = url
+        self._dial = dial
+        self._ssl_context = ssl_context
         self._api_key = api_key
         self.ping_interval_s = ping_interval_s
         self.pong_timeout_s = pong_timeout_s
+        self.liveness_s = liveness_s
+        self.probe_timeout_s = probe_timeout_s
+        self._watching = False
+        self._watch_changed = trio.Event()
+        self._last_heard = 0.0
         self.connect_timeout_s = connect_timeout_s
         self._out_send, self._out_recv = trio.open_memory_channel[str](outgoing_capacity)
         self.dropped_audio = 0
@@ -66,6 +90,17 @@ class RealtimeLink:
         if self._serve_scope is not None:
             self._serve_scope.cancel()
         await self._finished.wait()
+
+    @property
+    def watching(self) -> bool:
+        return self._watching
+
+    @watching.setter
+    def watching(self, watching: bool) -> None:
+        if watching != self._watching:
+            self._watching = watching
+            self._watch_changed.set()
+            self._watch_changed = trio.Event()
 
     def send(self, client_event: JSON) -> None:
         """Queue one client event; never blocks. Audio is dropped (and counted) if the link stalls."""
@@ -89,34 +124,62 @@ class RealtimeLink:
             self._finished.set()
 
     async def _run(self, events: trio.MemorySendChannel[ServerEvent], task_status: trio.TaskStatus[None]) -> LinkClosed:
-        headers = [(b"Authorization", f"Bearer {self._api_key}".encode())]
         closed: LinkClosed | None = None
-        async with trio.open_nursery() as nursery:
-            ws: WebSocketConnection | None = None
-            # trio-websocket's connect_timeout does not bound a stalled handshake
-            # (research/stack-probe.md section 3, trap 1): bound it ourselves.
-            with trio.move_on_after(self.connect_timeout_s):
+        streams: list[trio.abc.Stream] = []
+        try:
+            async with trio.open_nursery() as nursery:
+                ws: WebSocketConnection | None = None
+                # trio-websocket's connect_timeout does not bound a stalled handshake
+                # (research/stack-probe.md section 3, trap 1): bound it ourselves.
+                with trio.move_on_after(self.connect_timeout_s):
+                    try:
+                        ws = await self._connect(nursery, streams)
+                    except OSError as exc:
+                        closed = LinkClosed(f"cannot connect to {self._redacted_url()}: {exc.strerror or exc}", by_us=False)
+                if ws is None:
+                    nursery.cancel_scope.cancel()
+                    return closed or LinkClosed(f"no WebSocket handshake within {self.connect_timeout_s:g} s", by_us=False)
+                event(log, "model.connected", url=self._redacted_url())
+                task_status.started()
                 try:
-                    ws = await connect_websocket_url(
-                        nursery, self.url, extra_headers=headers, message_queue_size=64, max_message_size=MAX_MESSAGE
-                    )
-                except (HandshakeError, OSError) as exc:
-                    closed = LinkClosed(f"cannot connect to {self._redacted_url()}: {exc}", by_us=False)
-            if ws is None:
-                nursery.cancel_scope.cancel()
-                return closed or LinkClosed(f"no WebSocket handshake within {self.connect_timeout_s:g} s", by_us=False)
-            event(log, "model.connected", url=self._redacted_url())
-            task_status.started()
-            try:
-                closed = await self._serve(ws, events)
-            finally:
-                # A dead peer will not answer a close handshake: do not wait for one.
-                dead = closed is not None and not closed.by_us
-                with trio.CancelScope(shield=True), trio.move_on_after(0 if dead else 2):
-                    await _close(ws)
-                nursery.cancel_scope.cancel()
+                    closed = await self._serve(ws, events)
+                finally:
+                    # A dead peer will not answer a close handshake: do not wait for one.
+                    dead = closed is not None and not closed.by_us
+                    with trio.CancelScope(shield=True), trio.move_on_after(0 if dead else 2):
+                        await _close(ws)
+                    nursery.cancel_scope.cancel()
+        except* ConnectionRejected as group:
+            closed = LinkClosed(_rejection(self._redacted_url(), group.exceptions[0]), by_us=False)
+        except* HandshakeError as group:
+            closed = LinkClosed(f"WebSocket handshake with {self._redacted_url()} failed: {group.exceptions[0]!r}", by_us=False)
+        finally:
+            # The library leaves the stream open when the handshake fails or times out.
+            with trio.CancelScope(shield=True):
+                for stream in streams:
+                    await trio.aclose_forcefully(stream)
         assert closed is not None
         return closed
+
+    async def _connect(self, nursery: trio.Nursery, streams: list[trio.abc.Stream]) -> WebSocketConnection:
+        """TCP (through the dialer), TLS for ``wss``, then the HTTP upgrade with our Authorization header."""
+        parts = urlsplit(self.url)
+        secure = parts.scheme == "wss"
+        host = parts.hostname or "localhost"
+        port = parts.port or (443 if secure else 80)
+        stream = await self._dial(host, port)
+        streams.append(stream)
+        if secure:
+            context = self._ssl_context or ssl.create_default_context()
+            stream = trio.SSLStream(stream, context, server_hostname=host, https_compatible=True)
+            streams.append(stream)
+        host_header = host if port in (80, 443) else f"{host}:{port}"
+        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers = [(b"Authorization", f"Bearer {self._api_key}".encode())]
+        return await wrap_client_stream(
+            nursery, stream, host_header, resource,  # type: ignore[arg-type]  # any trio Stream works
+            extra_headers=headers, message_queue_size=64, max_message_size=MAX_MESSAGE,
+        )
 
     def _redacted_url(self) -> str:
         return self.url.split("?", 1)[0]
@@ -131,6 +194,7 @@ class RealtimeLink:
                 except ConnectionClosed as exc:
                     outcome.append(LinkClosed(f"closed by the server: {exc.reason}", by_us=False))
                     return
+                self._last_heard = trio.current_time()
                 try:
                     parsed = parse_server_event(message)
                 except RealtimeProtocolError as exc:
@@ -147,23 +211,51 @@ class RealtimeLink:
                     return
 
         async def pinger() -> None:
+            self._last_heard = next_ping = trio.current_time()
+            next_ping += self.ping_interval_s
             while True:
-                await trio.sleep(self.ping_interval_s)
+                due = min(next_ping, self._last_heard + self.liveness_s) if self._watching else next_ping
+                with trio.move_on_at(due):
+                    await self._watch_changed.wait()
+                now = trio.current_time()
+                regular = now >= next_ping
+                if not regular and not (self._watching and now >= self._last_heard + self.liveness_s):
+                    continue  # woken early: something changed, or the server spoke meanwhile
+                timeout = self.pong_timeout_s if regular else min(self.probe_timeout_s, self.pong_timeout_s)
                 try:
-                    with trio.fail_after(self.pong_timeout_s):
+                    with trio.fail_after(timeout):
                         await ws.ping()
                 except trio.TooSlowError:
-                    outcome.append(LinkClosed(f"no pong within {self.pong_timeout_s:g} s: link dead", by_us=False))
+                    outcome.append(LinkClosed(f"no pong within {timeout:g} s: link dead", by_us=False))
                     return
                 except ConnectionClosed as exc:
                     outcome.append(LinkClosed(f"closed: {exc.reason}", by_us=False))
                     return
+                self._last_heard = trio.current_time()
+                if regular:
+                    next_ping = self._last_heard + self.ping_interval_s
 
         async with trio.open_nursery() as nursery:
             self._serve_scope = nursery.cancel_scope
             for task in (reader, writer, pinger):
                 nursery.start_soon(_first_to_finish_cancels, task, nursery.cancel_scope)
         return outcome[0] if outcome else LinkClosed("closed by us", by_us=True)
+
+
+def _rejection(url: str, exc: ConnectionRejected) -> str:
+    """One line: the HTTP status and, when the body is OpenAI's JSON error, its code and message."""
+    text = f"{url} refused the WebSocket handshake: HTTP {exc.status_code}"
+    try:
+        error = json.loads(exc.body or b"{}").get("error") or {}
+    except (ValueError, AttributeError):
+        error = {}
+    if isinstance(error, dict):
+        code = error.get("code") or error.get("type")
+        if code:
+            text += f" {code}"
+        if error.get("message"):
+            text += f": {str(error['message'])[:160]}"
+    return text
 
 
 async def _close(ws: WebSocketConnection) -> None:

@@ -312,55 +312,99 @@ def client_response_create(kind: str, instructions: str | None = None, tool_choi
 # --------------------------------------------------------------------------- response gate
 
 
+def renew_event_id(create: JSON) -> JSON:
+    """The same client event under a fresh ``event_id`` (to send again what the server refused)."""
+    prefix = str(create.get("event_id", "rc")).split("_", 1)[0]
+    return {**create, "event_id": _event_id(prefix)}
+
+
+def _kind(create: JSON) -> str:
+    return str(create["response"]["metadata"]["kind"])
+
+
 @dataclass
 class ResponseGate:
     """Serialises ``response.create``: at most one response in the default conversation.
 
     States: idle; *requested* (our create is on the wire, no ``response.created`` yet); *active*
-    (a response, ours or one server VAD started, is writing). Every method returns the client
-    events to send now, in order.
+    (a response, ours or one server VAD started, is writing). While ``held`` (the caller is
+    speaking) nothing is released. A second progress request while one is pending is dropped.
+    Every method returns the client events to send now, in order; creates the server refused
+    (other than "a response is already active", which is retried by itself) are handed over
+    once through ``take_refused()`` so that the session decides whether to ask again.
     """
 
     queue: deque[JSON] = field(default_factory=deque)
     requested: JSON | None = None
     active_id: str | None = None
+    active_kind: str | None = None
+    held: bool = False
+    refused: list[tuple[JSON, ServerError]] = field(default_factory=list)
 
     @property
     def busy(self) -> bool:
         return self.requested is not None or self.active_id is not None
 
+    @property
+    def waiting(self) -> bool:
+        """We want the model to say something and it has not started yet."""
+        return bool(self.queue) or self.requested is not None
+
+    def holds(self, kind: str) -> bool:
+        """A response of this kind is queued, on the wire, or being spoken."""
+        return (
+            any(_kind(c) == kind for c in self.queue)
+            or (self.requested is not None and _kind(self.requested) == kind)
+            or (self.active_id is not None and self.active_kind == kind)
+        )
+
     def request(self, create: JSON) -> list[JSON]:
+        if _kind(create) == "progress" and self.holds("progress"):
+            return []
         self.queue.append(create)
+        return self._release()
+
+    def hold(self, held: bool) -> list[JSON]:
+        self.held = held
         return self._release()
 
     def on_created(self, event: ResponseCreated) -> list[JSON]:
         self.active_id = event.response_id
-        if self.requested is not None and event.metadata.get("kind") == self.requested["response"]["metadata"]["kind"]:
+        self.active_kind = event.metadata.get("kind")
+        if self.requested is not None and event.metadata.get("kind") == _kind(self.requested):
             self.requested = None
         return []
 
     def on_done(self, event: ResponseDone) -> list[JSON]:
         if self.active_id in (event.response_id, "unknown"):
-            self.active_id = None
+            self.active_id = self.active_kind = None
         return self._release()
 
     def on_error(self, event: ServerError) -> list[JSON]:
-        """A refused create goes back to the head of the queue; it is retried after the next done."""
-        if self.requested is not None and event.event_id == self.requested.get("event_id"):
-            refused, self.requested = self.requested, None
-            if event.code == "conversation_already_has_active_response":
-                self.queue.appendleft(refused)
-                if self.active_id is None:
-                    self.active_id = "unknown"  # the server says one is active; its done will free us
-            return self._release()
-        return []
+        """An error about our create on the wire (its ``event_id``, or none at all: real servers
+        have sent it as null) refuses it. "Already has an active response" puts it back at the
+        head of the queue for after the next done; any other reason hands it to ``take_refused``."""
+        if self.requested is None or event.event_id not in (None, self.requested.get("event_id")):
+            return []
+        refused, self.requested = self.requested, None
+        if event.code == "conversation_already_has_active_response":
+            self.queue.appendleft(renew_event_id(refused))
+            if self.active_id is None:
+                self.active_id = "unknown"  # the server says one is active; its done will free us
+        else:
+            self.refused.append((refused, event))
+        return self._release()
+
+    def take_refused(self) -> list[tuple[JSON, ServerError]]:
+        refused, self.refused = self.refused, []
+        return refused
 
     def cancel_kind(self, kind: str) -> None:
         """Drop queued (not yet sent) requests of one kind, e.g. progress once the result is in."""
-        self.queue = deque(c for c in self.queue if c["response"]["metadata"]["kind"] != kind)
+        self.queue = deque(c for c in self.queue if _kind(c) != kind)
 
     def _release(self) -> list[JSON]:
-        if self.busy or not self.queue:
+        if self.busy or self.held or not self.queue:
             return []
         self.requested = self.queue.popleft()
         return [self.requested]

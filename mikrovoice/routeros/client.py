@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import trio
 
+from mikrovoice.net import Dialer, open_tcp
 from mikrovoice.routeros.commands import ReadCommand, check_allowed
 from mikrovoice.routeros.protocol import Reply, Request, RouterOSProtocolError, SentenceReader
 
@@ -32,9 +33,11 @@ class RouterOSClient:
         self.name = name
 
     @classmethod
-    async def connect(cls, name: str, host: str, port: int, username: str, password: str) -> RouterOSClient:
+    async def connect(
+        cls, name: str, host: str, port: int, username: str, password: str, dial: Dialer = open_tcp
+    ) -> RouterOSClient:
         try:
-            stream = await trio.open_tcp_stream(host, port)
+            stream = await dial(host, port)
         except OSError as exc:
             raise RouterError(f"router {name} ({host}:{port}) unreachable: {exc.strerror or exc}") from exc
         client = cls(stream, name)

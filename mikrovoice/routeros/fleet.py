@@ -8,6 +8,7 @@ came in, and knows exactly which routers did not answer. No per-router failure e
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 import unicodedata
@@ -19,6 +20,7 @@ import trio
 
 from mikrovoice.config import RouterConfig
 from mikrovoice.logs import event
+from mikrovoice.net import Dialer, open_tcp
 from mikrovoice.routeros.client import RouterError, RouterOSClient
 
 log = logging.getLogger("mikrovoice.routers")
@@ -44,6 +46,9 @@ class FanOut:
     results: dict[str, Any] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     started_at: float = 0.0
+    #: When each router's task began (after the limiter) and ended, for timelines.
+    router_started: dict[str, float] = field(default_factory=dict)
+    router_finished: dict[str, float] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -54,6 +59,14 @@ class FanOut:
         return len(self.results) + len(self.errors)
 
     @property
+    def answered(self) -> int:
+        return len(self.results)
+
+    @property
+    def failed(self) -> int:
+        return len(self.errors)
+
+    @property
     def pending(self) -> list[str]:
         return [r for r in self.routers if r not in self.results and r not in self.errors]
 
@@ -62,14 +75,23 @@ Query = Callable[[RouterOSClient], Awaitable[Any]]
 
 
 class RouterFleet:
-    def __init__(self, routers: tuple[RouterConfig, ...], concurrency: int = 32, router_timeout_s: float = 60.0):
+    def __init__(
+        self, routers: tuple[RouterConfig, ...], concurrency: int = 32, router_timeout_s: float = 60.0,
+        dial: Dialer = open_tcp,
+    ):
         self.routers = {r.name: r for r in routers}
+        self._dial = dial
         self._limiter = trio.CapacityLimiter(max(1, concurrency))
         self.router_timeout_s = router_timeout_s
         self._index: dict[str, str] = {}
         for router in routers:
             for alias in (router.name, *router.aliases):
                 self._index[normalise_router_name(alias)] = router.name
+
+    def similar(self, name: str, limit: int = 3) -> list[str]:
+        """Configured routers whose name (or an alias) is close to ``name``: what the caller may have meant."""
+        keys = difflib.get_close_matches(normalise_router_name(name), list(self._index), n=limit * 2, cutoff=0.6)
+        return list(dict.fromkeys(self._index[k] for k in keys))[:limit]
 
     def resolve(self, name: str) -> str:
         key = normalise_router_name(name)
@@ -81,8 +103,11 @@ class RouterFleet:
         config = self.routers[name]
         try:
             async with self._limiter:
+                fan.router_started[name] = trio.current_time()
                 with trio.fail_after(self.router_timeout_s):
-                    client = await RouterOSClient.connect(name, config.host, config.port, config.username, config.password)
+                    client = await RouterOSClient.connect(
+                        name, config.host, config.port, config.username, config.password, self._dial
+                    )
                     try:
                         fan.results[name] = await query(client)
                     finally:
@@ -92,6 +117,7 @@ class RouterFleet:
             fan.errors[name] = f"no answer within {self.router_timeout_s:g} s"
         except RouterError as exc:
             fan.errors[name] = str(exc)
+        fan.router_finished[name] = trio.current_time()
         outcome = "error" if name in fan.errors else "ok"
         event(log, "router.answered", router=name, outcome=outcome, done=fan.done, total=fan.total,
               elapsed_s=round(trio.current_time() - fan.started_at, 2), **({"error": fan.errors[name]} if name in fan.errors else {}))

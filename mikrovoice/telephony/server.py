@@ -48,6 +48,7 @@ class Playout:
         self.speaking = False
         self.voice_frames_sent = 0
         self.late_frames = 0
+        self._silent = trio.Event()
 
     @property
     def queued_s(self) -> float:
@@ -101,7 +102,15 @@ class Playout:
     def _set_speaking(self, speaking: bool) -> None:
         if speaking != self.speaking:
             self.speaking = speaking
+            if not speaking:
+                self._silent.set()
+                self._silent = trio.Event()
             self._on_speaking_change(speaking)
+
+    async def wait_played(self) -> None:
+        """Return once everything queued so far has been played (a silence frame went out)."""
+        while self._frames or self._partial is not None or self.speaking:
+            await self._silent.wait()
 
     async def run(self, send: Callable[[bytes], Awaitable[None]]) -> None:
         """Pace frames out forever (until cancelled)."""
@@ -112,19 +121,27 @@ class Playout:
 
 
 async def pace_frames(
-    next_frame: Callable[[], bytes],
+    next_frame: Callable[[], bytes | None],
     send: Callable[[bytes], Awaitable[None]],
     on_late: Callable[[], None] = lambda: None,
+    idle: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Send ``next_frame()`` every 20 ms against a monotonic deadline, forever.
 
     After a stall of more than ``_MAX_LAG`` the schedule restarts from now (``on_late`` is
-    called): frames are never burst to catch up. Used by our playout and by the simulated
-    Asterisk caller alike.
+    called): frames are never burst to catch up. ``next_frame()`` may return None (nothing to
+    send, as a silent phone behind Asterisk): then ``idle()`` is awaited and the schedule
+    restarts when it returns. Used by our playout and by the simulated Asterisk caller alike.
     """
     deadline = trio.current_time()
     while True:
-        await send(next_frame())
+        frame = next_frame()
+        if frame is None:
+            assert idle is not None, "next_frame() returned None without an idle() to wait in"
+            await idle()
+            deadline = trio.current_time()
+            continue
+        await send(frame)
         deadline += FRAME_SECONDS
         now = trio.current_time()
         if now - deadline > _MAX_LAG:

@@ -12,6 +12,7 @@ from mikrovoice.call.machine import (
     EndCall,
     Greet,
     RefuseToolCall,
+    SayFarewell,
     SpeakProgress,
     StartQuery,
     ToolCall,
@@ -32,6 +33,7 @@ def machine_in(state: str) -> CallMachine:
         "announcing": ["greeting_done", "tool_called"],
         "querying": ["greeting_done", "tool_called", "turn_done"],
         "reporting": ["greeting_done", "tool_called", "turn_done", "query_finished"],
+        "farewell": ["link_lost"],
         "ended": ["hangup"],
     }[state]
     for event in path:
@@ -45,19 +47,23 @@ def machine_in(state: str) -> CallMachine:
 TABLE = {
     "greeting": {"greeting_done": "listening", "turn_done": "ignored", "tool_called": "announcing",
                  "progress_due": "impossible", "progress_done": "impossible", "query_finished": "impossible",
-                 "report_done": "impossible"},
+                 "report_done": "impossible", "link_lost": "farewell", "farewell_done": "impossible"},
     "listening": {"greeting_done": "impossible", "turn_done": "ignored", "tool_called": "announcing",
                   "progress_due": "impossible", "progress_done": "impossible", "query_finished": "impossible",
-                  "report_done": "impossible"},
+                  "report_done": "impossible", "link_lost": "farewell", "farewell_done": "impossible"},
     "announcing": {"greeting_done": "impossible", "turn_done": "querying", "tool_called": "announcing",
                    "progress_due": "ignored", "progress_done": "impossible", "query_finished": "announcing",
-                   "report_done": "querying"},
+                   "report_done": "querying", "link_lost": "farewell", "farewell_done": "impossible"},
     "querying": {"greeting_done": "impossible", "turn_done": "ignored", "tool_called": "querying",
                  "progress_due": "querying", "progress_done": "ignored", "query_finished": "reporting",
-                 "report_done": "impossible"},
+                 "report_done": "impossible", "link_lost": "farewell", "farewell_done": "impossible"},
     "reporting": {"greeting_done": "impossible", "turn_done": "ignored", "tool_called": "announcing",
                   "progress_due": "impossible", "progress_done": "ignored", "query_finished": "impossible",
-                  "report_done": "listening"},
+                  "report_done": "listening", "link_lost": "farewell", "farewell_done": "impossible"},
+    # The model is gone: everything it might still have sent is moot; only the apology's end counts.
+    "farewell": {"greeting_done": "ignored", "turn_done": "ignored", "tool_called": "ignored",
+                 "progress_due": "ignored", "progress_done": "ignored", "query_finished": "ignored",
+                 "report_done": "ignored", "link_lost": "ignored", "farewell_done": "ended"},
 }
 
 
@@ -77,14 +83,24 @@ def test_event_table(state: str, event: str) -> None:
         assert m.current_state_value == expected
 
 
-@pytest.mark.parametrize("state", ["greeting", "listening", "announcing", "querying", "reporting"])
-@pytest.mark.parametrize("event", ["hangup", "link_lost", "abort"])
+@pytest.mark.parametrize("state", ["greeting", "listening", "announcing", "querying", "reporting", "farewell"])
+@pytest.mark.parametrize("event", ["hangup", "abort"])
 def test_every_live_state_can_end(state: str, event: str) -> None:
     m = machine_in(state)
     m.handle(event, reason="why")
     assert m.current_state_value == "ended" and m.is_terminated
     assert m.take_commands() == [EndCall("why", by_caller=event == "hangup")]
     assert all(m.handle(e) is False for e in EVENTS)  # after the end, everything is ignored
+
+
+@pytest.mark.parametrize("state", ["greeting", "listening", "announcing", "querying", "reporting"])
+def test_losing_the_model_plays_the_apology_then_hangs_up(state: str) -> None:
+    m = machine_in(state)
+    m.handle("link_lost", reason="model link lost: no pong")
+    assert m.current_state_value == "farewell"
+    assert m.take_commands() == [SayFarewell("model link lost: no pong")]
+    m.handle("farewell_done")
+    assert m.is_terminated and m.take_commands() == [EndCall("model link lost: no pong", by_caller=False)]
 
 
 def test_the_seed_call_hands_out_the_right_commands() -> None:
@@ -134,7 +150,10 @@ def test_random_event_streams_only_transition_ignore_or_raise(events: list[str])
             m.handle(event, **DATA.get(event, {}), reason="r")
         except CallMachineError:
             assert m.current_state_value == before
-        assert m.current_state_value in {"greeting", "listening", "announcing", "querying", "reporting", "ended"}
-        if event in ("hangup", "link_lost", "abort"):
+        assert m.current_state_value in {"greeting", "listening", "announcing", "querying", "reporting",
+                                         "farewell", "ended"}
+        if event in ("hangup", "abort"):
             assert m.is_terminated
+        if event == "link_lost" and before != "ended":
+            assert m.current_state_value == "farewell"
     assert m.trace[0] == "greeting" and m.trace.count("ended") <= 1

@@ -83,7 +83,8 @@ def test_gate_retries_a_create_refused_because_vad_answered_first() -> None:
     gate.on_created(created("vad1", None))  # server VAD started a response at the same moment
     error = rt.ServerError("conversation_already_has_active_response", "busy", report["event_id"])
     assert gate.on_error(error) == []
-    assert gate.on_done(done("vad1")) == [report]  # retried once the VAD turn is done
+    (retried,) = gate.on_done(done("vad1"))  # retried once the VAD turn is done, under a new event_id
+    assert retried["response"] == report["response"] and retried["event_id"] != report["event_id"]
 
 
 def test_gate_drops_queued_progress_when_the_result_arrives() -> None:

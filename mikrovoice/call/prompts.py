@@ -1,0 +1,53 @@
+"""Recorded prompts: audio the service plays by itself, when there is no model to speak.
+
+Today one prompt: ``model_unavailable``, played when the model link is lost or never comes up,
+before we hang up, so that the caller is never cut off in silence. Its words are
+``Phrases.model_unavailable``; the bundled recording (``call/audio/model_unavailable.ulaw``, 8 kHz
+G.711 mu-law) was made with ``espeak-ng -v es-419 -s 175`` and ``sox`` (see docs/simulations.md), and an
+operator replaces it with their own voice through ``[prompts] model_unavailable`` in the config.
+Files: ``.wav`` (PCM 16-bit mono 8 kHz), ``.sln``/``.raw`` (slin: 16-bit little-endian 8 kHz), ``.ulaw``.
+"""
+
+from __future__ import annotations
+
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+from mikrovoice.config import ConfigError, Settings
+from mikrovoice.telephony import g711
+
+BUNDLED = Path(__file__).with_name("audio") / "model_unavailable.ulaw"
+
+
+@dataclass(frozen=True)
+class Prompts:
+    model_unavailable: bytes  # slin, 8 kHz
+
+    @classmethod
+    def load(cls, settings: Settings) -> Prompts:
+        return cls(read_audio(Path(settings.prompt_model_unavailable or BUNDLED)))
+
+
+def read_audio(path: Path) -> bytes:
+    """A prompt file as 8 kHz slin; ``ConfigError`` with the reason when it cannot be used."""
+    try:
+        if path.suffix.lower() == ".wav":
+            with wave.open(str(path), "rb") as wav:
+                shape = (wav.getnchannels(), wav.getsampwidth(), wav.getframerate())
+                if shape != (1, 2, 8000):
+                    raise ConfigError(f"{path}: need 8 kHz 16-bit mono PCM, got {shape[2]} Hz, "
+                                      f"{8 * shape[1]}-bit, {shape[0]} channel(s)")
+                pcm = wav.readframes(wav.getnframes())
+        elif path.suffix.lower() in (".sln", ".raw"):
+            pcm = path.read_bytes()
+        elif path.suffix.lower() in (".ulaw", ".pcmu", ".ul"):
+            pcm = g711.ulaw_to_slin(path.read_bytes())
+        else:
+            raise ConfigError(f"{path}: unknown audio file type (use .wav, .sln or .ulaw)")
+    except (OSError, wave.Error, EOFError) as exc:
+        raise ConfigError(f"{path}: cannot read the prompt: {exc}") from exc
+    pcm = pcm[: len(pcm) - len(pcm) % 2]
+    if not pcm:
+        raise ConfigError(f"{path}: the prompt is empty")
+    return pcm
