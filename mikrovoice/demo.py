@@ -8,10 +8,14 @@ object. Exit status 0 only if every question was answered and the model link nev
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
+from pathlib import Path
 from typing import Any, TextIO
 
 import trio
@@ -19,8 +23,11 @@ import trio.testing
 
 from mikrovoice.config import Settings
 from mikrovoice.service import ServiceStats, serve_calls, start_simulated_peers
-from mikrovoice.sim.asterisk import AsteriskCaller, CallReport, Question
+from mikrovoice.sim.asterisk import AsteriskCaller, CallerScript, CallReport, Question
 from mikrovoice.sim.routeros import FleetProfile
+from mikrovoice.simulation.report import call_timeline
+from mikrovoice.simulation.timeline import Timeline as Picture
+from mikrovoice.simulation.timeline import render_svg
 
 SEED_QUESTIONS = [
     Question("Dame la lista de dispositivos activos del router 152 punto 1", r"tiene \d+ dispositivos activos", 60.0),
@@ -34,7 +41,7 @@ _SHOWN = {
     "caller.heard": lambda f: f"llamante oye:  «{f['text']}»",
     "tool.called": lambda f: f"herramienta {f['tool']}({f['arguments']})" + (f"  RECHAZADA: {f['problem']}" if f.get("problem") else ""),
     "router.answered": lambda f: f"  router {f['router']}: {f['outcome']} ({f['done']}/{f['total']}, {f['elapsed_s']} s)",
-    "query.running": lambda f: f"  consultando... ({f['elapsed_s']}s transcurridos, {f['done']}/{f['total']})",
+    "query.running": lambda f: f"  consultando... ({f['elapsed_s']}s transcurridos, {f['answered']}/{f['total']})",
     "query.progress_spoken": lambda f: f"progreso pedido al modelo: «{f['phrase']}»",
     "query.finished": lambda f: f"consulta terminada en {f['elapsed_s']} s ({f['answered']} routers respondieron)",
     "model.link_lost": lambda f: f"ENLACE CON EL MODELO PERDIDO: {f['reason']}",
@@ -43,12 +50,20 @@ _SHOWN = {
 
 
 class Timeline(logging.Handler):
-    """Prints the demo's readable timeline from the structured log events."""
+    """Prints the demo's readable timeline from the structured log events, in the order things happened.
+
+    What the caller heard is only known once the utterance is over, but its line belongs at the
+    moment the caller *started* hearing it (the event's ``at``): lines are held back while the
+    caller is in the middle of hearing something (``hearing_since``), then printed in time order.
+    """
 
     def __init__(self, out: TextIO) -> None:
         super().__init__(logging.INFO)
         self.out = out
         self.t0: float | None = None
+        self.hearing_since: Callable[[], float | None] = lambda: None
+        self._held: list[tuple[float, int, str]] = []
+        self._count = 0
 
     def emit(self, record: logging.LogRecord) -> None:
         name = getattr(record, "event", "")
@@ -60,7 +75,16 @@ class Timeline(logging.Handler):
             return
         if self.t0 is None:
             self.t0 = now
-        print(f"{now - self.t0:7.2f}s  {_SHOWN[name](record.fields)}", file=self.out, flush=True)
+        at = float(record.fields.get("at", now)) if name == "caller.heard" else now
+        self._count += 1
+        heapq.heappush(self._held, (at, self._count, _SHOWN[name](record.fields)))
+        self.flush_until(self.hearing_since())
+
+    def flush_until(self, horizon: float | None) -> None:
+        assert self.t0 is not None or not self._held
+        while self._held and (horizon is None or self._held[0][0] < horizon):
+            at, _, text = heapq.heappop(self._held)
+            print(f"{at - (self.t0 or 0.0):7.2f}s  {text}", file=self.out, flush=True)
 
 
 def summarise(report: CallReport, stats: ServiceStats) -> dict[str, Any]:
@@ -85,31 +109,45 @@ def summarise(report: CallReport, stats: ServiceStats) -> dict[str, Any]:
 
 async def run_demo(
     settings: Settings | None = None, questions: list[Question] | None = None, fleet: FleetProfile = DEMO_FLEET,
-    router_password: str = "", stats: ServiceStats | None = None,
+    router_password: str = "", stats: ServiceStats | None = None, timeline: Timeline | None = None,
+    pictures: list[Picture] | None = None,
 ) -> dict[str, Any]:
+    """Run the demo call; its readable timeline goes to ``timeline``, its picture to ``pictures``."""
     settings = replace(settings or Settings(), listen=("127.0.0.1", 0))
     stats = stats if stats is not None else ServiceStats()
     async with trio.open_nursery() as nursery:
         settings = await start_simulated_peers(nursery, settings, fleet, router_password=router_password)
         port = await nursery.start(serve_calls, settings, stats)
-        report = await AsteriskCaller(questions or SEED_QUESTIONS).call("127.0.0.1", port)
+        caller = AsteriskCaller(CallerScript(tuple(questions or SEED_QUESTIONS)))
+        if timeline is not None:
+            timeline.t0 = trio.current_time()
+            timeline.hearing_since = lambda: caller.hearing_since
+        report = await caller.call("127.0.0.1", port)
         with trio.move_on_after(5):  # let the service notice the hang-up and close the call
             for call in stats.calls:
                 await call.finished.wait()
         nursery.cancel_scope.cancel()
+    if timeline is not None:
+        timeline.flush_until(None)
+    if pictures is not None:
+        pictures.append(call_timeline(report, stats.calls[0] if stats.calls else None, settings.phrases,
+                                      title="mikrovoice demo — la llamada del seed"))
     return summarise(report, stats)
 
 
-def main(as_json: bool, virtual_clock: bool, out: TextIO = sys.stdout) -> int:
+def main(as_json: bool, virtual_clock: bool, out: TextIO = sys.stdout, timeline_svg: Path | None = None) -> int:
     timeline = Timeline(out)
     root = logging.getLogger("mikrovoice")
     root.addHandler(timeline)
     root.setLevel(logging.INFO)
     clock = trio.testing.MockClock(autojump_threshold=0) if virtual_clock else None
+    pictures: list[Picture] = []
     try:
-        summary = trio.run(run_demo, clock=clock)
+        summary = trio.run(partial(run_demo, timeline=timeline, pictures=pictures), clock=clock)
     finally:
         root.removeHandler(timeline)
+    if timeline_svg is not None and pictures:
+        timeline_svg.write_text(render_svg(pictures[0]), encoding="utf-8")
     ok = summary["answered"] == summary["questions"] and summary["model_link_drops"] == 0
     if as_json:
         print(json.dumps(summary, ensure_ascii=False), file=out)

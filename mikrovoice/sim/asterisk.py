@@ -1,12 +1,18 @@
-"""A simulated Asterisk caller: dials an AudioSocket server the way Asterisk's app does.
+"""A simulated Asterisk caller: dials an AudioSocket server the way Asterisk's app does, and acts a script.
 
-It connects, sends the UUID (``01 00 10`` + 16 bytes), then one 320-byte slin frame every
-20 ms against a monotonic deadline for as long as the call lasts: line noise, or a scripted
-utterance (``sim.voice``). It reads the server like ``res_audiosocket.c`` does: only 0x00 and
-0x10-0x18 are accepted, a message's payload must complete within 5 ms of its header, and 0x00
-ends the session; anything else is an error that ends the call. It hangs up by closing TCP
-without 0x00. What it hears is timed by arrival, segmented by energy and decoded to words, so
-it can report what the caller actually heard and the longest silence they sat through.
+It connects, sends the UUID (``01 00 10`` + 16 bytes), then 320-byte slin frames every 20 ms against
+a monotonic deadline while it speaks; while silent it sends line noise, digital silence, or — as a
+real Asterisk does for a phone with silence suppression or a channel in ``Wait()`` — nothing at all
+(``CallerScript.silence``). It reads the server like ``res_audiosocket.c`` does: only 0x00 and
+0x10-0x18 are accepted, a message's payload must complete within 5 ms of its header, and 0x00 ends
+the session; anything else is an error that ends the call. It hangs up by closing TCP without 0x00.
+
+A ``CallerScript`` is what the caller does: wait for the greeting, ask its questions one after
+another (each after the previous answer, or after its patience ran out), interject on cues (speak
+over the assistant, a backchannel, a DTMF digit), and hang up at a set moment or after the last
+answer; it can also hang up before its UUID is fully sent. What it hears is timed by arrival,
+segmented by energy and decoded to words (``sim.voice``), so the ``CallReport`` says what the
+caller actually heard, and when, beside what it said.
 """
 
 from __future__ import annotations
@@ -16,11 +22,13 @@ import random
 import re
 import uuid
 from array import array
+from collections import deque
 from dataclasses import dataclass, field
 
 import trio
 
 from mikrovoice.logs import event
+from mikrovoice.net import Dialer, open_tcp
 from mikrovoice.sim import voice
 from mikrovoice.telephony.audiosocket import (
     FRAME_SECONDS,
@@ -29,6 +37,7 @@ from mikrovoice.telephony.audiosocket import (
     AudioSocketCodec,
     AudioSocketProtocolError,
     CallId,
+    Dtmf,
     Hangup,
     Role,
     encode,
@@ -39,13 +48,52 @@ log = logging.getLogger("mikrovoice.sim.caller")
 
 PAYLOAD_WINDOW_S = 0.005  # res_audiosocket.c gives a payload 5 ms to complete
 _HANGOVER_FRAMES = 10  # 200 ms of silence ends a heard utterance
+SILENCE_MODES = ("noise", "silence", "no_frames")
+_NOISE_FRAMES = 64  # distinct line-noise frames, cycled
 
 
 @dataclass(frozen=True)
 class Question:
     text: str
-    expect: str  # regex the answer must match (case-insensitive)
-    timeout_s: float = 120.0
+    expect: str  # regex an answer (or an explanation of why there is none) matches, case-insensitive
+    timeout_s: float = 120.0  # the caller's patience: after this, it moves on
+
+
+@dataclass(frozen=True)
+class Say:
+    text: str
+    kind: str = "barge_in"  # "barge_in" (speaks over the assistant) or "backchannel" ("ajá")
+
+
+@dataclass(frozen=True)
+class PressDigit:
+    digit: str
+
+
+@dataclass(frozen=True)
+class Interjection:
+    """Something the caller does beside the conversation, on a cue."""
+
+    after_question: int  # the cue: the caller finished asking this question (0-based)
+    delay_s: float
+    action: Say | PressDigit
+    over_speech: bool = False  # count the delay from the first assistant speech heard after the cue
+
+
+@dataclass(frozen=True)
+class CallerScript:
+    questions: tuple[Question, ...] = ()
+    interjections: tuple[Interjection, ...] = ()
+    silence: str = "noise"  # one of SILENCE_MODES: what the caller's line sends while the caller is silent
+    hangup_at_s: float | None = None  # seconds after connecting; None: after the conversation
+    hangup_after_s: float = 1.0  # after the last answer
+    uuid_bytes: int | None = None  # hang up after sending only this many bytes (0-18) of the UUID message
+    greeting_timeout_s: float = 30.0
+    answer_silence_s: float = 1.5  # an answer is over after this long without new speech
+
+    def __post_init__(self) -> None:
+        if self.silence not in SILENCE_MODES:
+            raise ValueError(f"silence must be one of {SILENCE_MODES}, got {self.silence!r}")
 
 
 @dataclass
@@ -53,6 +101,14 @@ class Heard:
     start: float
     end: float
     text: str
+
+
+@dataclass
+class Spoken:
+    start: float
+    end: float
+    text: str
+    kind: str  # "question", "barge_in", "backchannel"
 
 
 @dataclass
@@ -72,64 +128,149 @@ class QuestionResult:
 @dataclass
 class CallReport:
     call_id: str
+    connected_at: float = 0.0
     questions: list[QuestionResult] = field(default_factory=list)
     heard: list[Heard] = field(default_factory=list)
-    server_hung_up: bool = False
+    spoken: list[Spoken] = field(default_factory=list)
+    dtmf: list[tuple[float, str]] = field(default_factory=list)
+    hung_up_at: float | None = None  # the caller hung up (closed TCP)
+    server_hung_up_at: float | None = None  # the server sent 0x00 or closed the connection
+    server_hung_up: bool = False  # it was a 0x00 hang-up message
     error: str | None = None
     frames_received: int = 0
+    frames_sent: int = 0
     max_frame_gap_s: float = 0.0
 
 
+@dataclass
+class _Utterance:
+    text: str
+    kind: str
+    pcm: bytearray
+    done: trio.Event = field(default_factory=trio.Event)
+    record: Spoken | None = None
+
+
 class AsteriskCaller:
-    def __init__(self, questions: list[Question], *, call_id: uuid.UUID | None = None, seed: int = 1,
-                 answer_silence_s: float = 1.5, hangup_after_s: float = 1.0) -> None:
-        self.questions = questions
+    def __init__(self, script: CallerScript, *, call_id: uuid.UUID | None = None, seed: int = 1) -> None:
+        self.script = script
         self.call_id = call_id or uuid.UUID(int=random.Random(seed).getrandbits(128), version=4)
         self.report = CallReport(str(self.call_id))
-        self._rng = random.Random(seed)
-        self._say: bytearray = bytearray()
-        self._said = trio.Event()
+        rng = random.Random(seed)
+        self._noise = [
+            encode(Audio(array("h", (rng.randint(-40, 40) for _ in range(SLIN8_FRAME_BYTES // 2))).tobytes()))
+            for _ in range(_NOISE_FRAMES)
+        ]
+        self._noise_index = 0
+        self._silence = encode(Audio(bytes(SLIN8_FRAME_BYTES)))
+        self._utterances: deque[_Utterance] = deque()
+        self._digits: list[str] = []
+        self._wake_sender = trio.Event()
         self._heard_changed = trio.Event()
+        self._onset = trio.Event()
+        self._asked = [trio.Event() for _ in script.questions]
         self._current: list[bytes] | None = None
         self._quiet_frames = 0
         self._utterance_start = 0.0
-        self.answer_silence_s = answer_silence_s
-        self.hangup_after_s = hangup_after_s
+        self._hearing_from: float | None = None
 
-    def _noise_frame(self) -> bytes:
-        samples = array("h", (self._rng.randint(-40, 40) for _ in range(SLIN8_FRAME_BYTES // 2)))
-        return samples.tobytes()
+    # ------------------------------------------------------------------ the call
 
-    async def call(self, host: str, port: int) -> CallReport:
-        stream = await trio.open_tcp_stream(host, port)
+    async def call(self, host: str, port: int, dial: Dialer = open_tcp) -> CallReport:
+        """Dial the AudioSocket server and run the script to its end."""
         try:
-            await stream.send_all(encode(CallId(self.call_id)))
+            stream = await dial(host, port)
+        except OSError as exc:
+            self.report.error = f"cannot connect to {host}:{port}: {exc.strerror or exc}"
+            return self.report
+        return await self.run(stream)
+
+    async def run(self, stream: trio.abc.Stream) -> CallReport:
+        """Run the script over an already connected stream; always closes it."""
+        self.report.connected_at = trio.current_time()
+        try:
+            first = encode(CallId(self.call_id))
+            if self.script.uuid_bytes is not None:
+                await stream.send_all(first[: self.script.uuid_bytes])
+                return self.report
+            await stream.send_all(first)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._send_frames, stream)
                 nursery.start_soon(self._receive, stream, nursery.cancel_scope)
-                await self._script()
+                for interjection in self.script.interjections:
+                    nursery.start_soon(self._interject, interjection)
+                if self.script.hangup_at_s is not None:
+                    nursery.start_soon(self._hang_up_at, self.report.connected_at + self.script.hangup_at_s,
+                                       nursery.cancel_scope)
+                await self._conversation()
                 nursery.cancel_scope.cancel()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if self.report.server_hung_up_at is None:
+                self.report.server_hung_up_at = trio.current_time()
         finally:
-            await stream.aclose()  # hang up: TCP close, no 0x00, as Asterisk does
-            event(log, "caller.hung_up", call=str(self.call_id))
+            self._flush_heard(trio.current_time())
+            if self.report.server_hung_up_at is None:
+                self.report.hung_up_at = trio.current_time()
+            await trio.aclose_forcefully(stream)  # hang up: TCP close, no 0x00, as Asterisk does
+            event(log, "caller.hung_up", call=str(self.call_id), by_caller=self.report.hung_up_at is not None)
         return self.report
 
-    def _next_frame(self) -> bytes:
-        if not self._say:
-            return encode(Audio(self._noise_frame()))
-        frame = bytes(self._say[:SLIN8_FRAME_BYTES]).ljust(SLIN8_FRAME_BYTES, b"\x00")
-        del self._say[:SLIN8_FRAME_BYTES]
-        if not self._say:
-            self._said.set()
-        return encode(Audio(frame))
+    async def _hang_up_at(self, when: float, call_scope: trio.CancelScope) -> None:
+        await trio.sleep_until(when)
+        call_scope.cancel()
 
-    async def _send_frames(self, stream: trio.SocketStream) -> None:
+    # ------------------------------------------------------------------ speaking
+
+    def _next_frame(self) -> bytes | None:
+        digits = b"".join(encode(Dtmf(d)) for d in self._digits)
+        self._digits.clear()
+        while self._utterances:
+            utterance = self._utterances[0]
+            if not utterance.pcm:
+                self._utterances.popleft()
+                continue
+            now = trio.current_time()
+            if utterance.record is None:
+                utterance.record = Spoken(now, now, utterance.text, utterance.kind)
+                self.report.spoken.append(utterance.record)
+                event(log, "caller.says", text=utterance.text, kind=utterance.kind)
+            frame = bytes(utterance.pcm[:SLIN8_FRAME_BYTES]).ljust(SLIN8_FRAME_BYTES, b"\x00")
+            del utterance.pcm[:SLIN8_FRAME_BYTES]
+            utterance.record.end = now + FRAME_SECONDS
+            if not utterance.pcm:
+                self._utterances.popleft()
+                utterance.done.set()
+            self.report.frames_sent += 1
+            return encode(Audio(frame)) + digits
+        if self.script.silence == "no_frames":
+            return digits or None
+        self.report.frames_sent += 1
+        if self.script.silence == "silence":
+            return self._silence + digits
+        self._noise_index = (self._noise_index + 1) % _NOISE_FRAMES
+        return self._noise[self._noise_index] + digits
+
+    async def _idle(self) -> None:
+        """No frames while silent: sleep until there is something to say or a digit to send."""
+        while not self._utterances and not self._digits:
+            await self._wake_sender.wait()
+            self._wake_sender = trio.Event()
+
+    async def _send_frames(self, stream: trio.abc.Stream) -> None:
         try:
-            await pace_frames(self._next_frame, stream.send_all)
+            await pace_frames(self._next_frame, stream.send_all, idle=self._idle)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
 
-    async def _receive(self, stream: trio.SocketStream, call_scope: trio.CancelScope) -> None:
+    def _queue(self, text: str, kind: str) -> _Utterance:
+        utterance = _Utterance(text, kind, bytearray(voice.speak(text)))
+        self._utterances.append(utterance)
+        self._wake_sender.set()
+        return utterance
+
+    # ------------------------------------------------------------------ listening
+
+    async def _receive(self, stream: trio.abc.Stream, call_scope: trio.CancelScope) -> None:
         codec = AudioSocketCodec(Role.ASTERISK)
         last_frame_at: float | None = None
         try:
@@ -147,6 +288,7 @@ class AsteriskCaller:
                     continue
                 if isinstance(message, Hangup):
                     self.report.server_hung_up = not codec.peer_closed
+                    self.report.server_hung_up_at = trio.current_time()
                     event(log, "caller.server_hangup", by_0x00=self.report.server_hung_up)
                     call_scope.cancel()
                     return
@@ -162,6 +304,7 @@ class AsteriskCaller:
             event(log, "caller.protocol_error", level=logging.ERROR, error=str(exc))
             call_scope.cancel()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.report.server_hung_up_at = trio.current_time()
             call_scope.cancel()
 
     def _listen(self, payload: bytes, now: float) -> None:
@@ -169,37 +312,67 @@ class AsteriskCaller:
         if self._current is None:
             if loud:
                 self._current = [payload]
-                self._utterance_start = now - FRAME_SECONDS
+                self._utterance_start = self._hearing_from = now - FRAME_SECONDS
                 self._quiet_frames = 0
+                self._onset.set()
+                self._onset = trio.Event()
             return
         self._current.append(payload)
         self._quiet_frames = 0 if loud else self._quiet_frames + 1
         if self._quiet_frames >= _HANGOVER_FRAMES:
-            audio = b"".join(self._current)
-            self._current = None
-            try:
-                utterances = voice.hear_all(audio)
-            except voice.UnintelligibleSpeech:
-                end = now - _HANGOVER_FRAMES * FRAME_SECONDS
-                utterances = [(0.0, end - self._utterance_start, "(ininteligible)")]
-            for start_s, end_s, text in utterances:
-                self.report.heard.append(Heard(self._utterance_start + start_s, self._utterance_start + end_s, text))
-                event(log, "caller.heard", text=text)
-            self._heard_changed.set()
-            self._heard_changed = trio.Event()
+            self._flush_heard(now - _HANGOVER_FRAMES * FRAME_SECONDS)
 
-    async def _script(self) -> None:
-        await self._wait_answer(None, re.compile(r"."), 30.0)  # the greeting
-        for question in self.questions:
+    def _flush_heard(self, end: float) -> None:
+        """Decode the utterance being heard (also when the call ends in the middle of it)."""
+        if self._current is None:
+            return
+        audio = b"".join(self._current)
+        self._current = None
+        try:
+            utterances = voice.hear_all(audio)
+        except voice.UnintelligibleSpeech:
+            utterances = [(0.0, end - self._utterance_start, "(ininteligible)")]
+        for index, (start_s, end_s, text) in enumerate(utterances):
+            following = utterances[index + 1 :]
+            self._hearing_from = self._utterance_start + following[0][0] if following else None
+            self.report.heard.append(Heard(self._utterance_start + start_s, self._utterance_start + end_s, text))
+            event(log, "caller.heard", text=text, at=round(self._utterance_start + start_s, 3))
+        self._hearing_from = None
+        self._heard_changed.set()
+        self._heard_changed = trio.Event()
+
+    @property
+    def hearing_since(self) -> float | None:
+        """When the speech the caller is hearing, and has not yet reported, began (None: none)."""
+        return self._hearing_from
+
+    # ------------------------------------------------------------------ the script
+
+    async def _conversation(self) -> None:
+        await self._wait_answer(None, re.compile(r"."), self.script.greeting_timeout_s)  # the greeting
+        for index, question in enumerate(self.script.questions):
             result = QuestionResult(question.text, trio.current_time())
             self.report.questions.append(result)
-            event(log, "caller.says", text=question.text)
-            self._said = trio.Event()
-            self._say += voice.speak(question.text)
-            await self._said.wait()
+            await self._queue(question.text, "question").done.wait()
             result.finished_asking_at = trio.current_time()
+            self._asked[index].set()
             await self._wait_answer(result, re.compile(question.expect, re.IGNORECASE), question.timeout_s)
-        await trio.sleep(self.hangup_after_s)
+        await trio.sleep(self.script.hangup_after_s)
+
+    async def _interject(self, interjection: Interjection) -> None:
+        if not 0 <= interjection.after_question < len(self._asked):
+            return
+        await self._asked[interjection.after_question].wait()
+        if interjection.over_speech:
+            await self._onset.wait()
+        await trio.sleep(interjection.delay_s)
+        action = interjection.action
+        if isinstance(action, Say):
+            self._queue(action.text, action.kind)
+        else:
+            self._digits.append(action.digit)
+            self.report.dtmf.append((trio.current_time(), action.digit))
+            self._wake_sender.set()
 
     async def _wait_answer(self, result: QuestionResult | None, expect: re.Pattern[str], timeout_s: float) -> None:
         """Wait for an utterance matching ``expect``, then for the answer to finish."""
@@ -212,7 +385,7 @@ class AsteriskCaller:
                         if result is not None:
                             result.answered_at, result.answer = heard.start, heard.text
                             result.max_dead_air_s = self._dead_air(result)
-                        with trio.move_on_after(self.answer_silence_s):
+                        with trio.move_on_after(self.script.answer_silence_s):
                             await self._heard_changed.wait()
                         return
                 seen = len(self.report.heard)

@@ -5,7 +5,9 @@ Faithful to research/routeros.md: ``/login`` (post-6.43 plain; wrong password ->
 ``!empty`` for no rows (7.18+), ``.tag`` echo, ``/interface/monitor-traffic`` with ``=once=``
 (or streaming until ``/cancel``), ``/cancel``, ``/quit`` -> ``!fatal``, missing menus trapped as
 RouterOS does, writes refused for the read-only API user. Each router answers after its own
-latency, and its data is seeded and realistic (section 3 of the notes).
+latency, and its data is seeded and realistic (section 3 of the notes). A router can also be
+faulty (``SimRouter.fault``): hang without answering, drop the connection mid-query, or refuse every
+login. Every request sentence it receives is written to its ``journal``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ _WRITE_VERBS = {"add", "set", "remove", "enable", "disable", "unset", "edit", "r
 _HOSTS = ("android", "iphone", "laptop", "tv-samsung", "desktop", "camara", "impresora", "ap-cliente", "onu", "xbox")
 
 
+#: What a faulty router does: accept TCP and never say a word; log in and then never answer a
+#: query; log in and then close the connection when a query arrives; refuse every login.
+FAULTS = ("hangs", "hangs_after_login", "drops_mid_query", "refuses_login")
+
+
 @dataclass
 class SimRouter:
     name: str
@@ -37,6 +44,10 @@ class SimRouter:
     traffic: dict[str, tuple[int, int]]  # interface -> (rx bps, tx bps)
     username: str = "admin"
     password: str = field(default="", repr=False)
+    #: None (healthy) or one of FAULTS.
+    fault: str | None = None
+    #: (time received, words) of every request sentence, for read-only checks.
+    journal: list[tuple[float, list[str]]] = field(default_factory=list, repr=False)
 
     @property
     def sfp_count(self) -> int:
@@ -178,22 +189,36 @@ def _project(row: dict[str, str], proplist: str | None) -> dict[str, str]:
 
 
 class _Session:
-    def __init__(self, router: SimRouter, stream: trio.SocketStream) -> None:
+    """One API connection. The connection going away (client closed it, or the router's own fault
+    dropped it) ends the session quietly; it is never an error of the simulator."""
+
+    def __init__(self, router: SimRouter, stream: trio.abc.Stream) -> None:
         self.router = router
         self.stream = stream
         self.logged_in = False
         self.send_lock = trio.Lock()
         self.running: dict[str, trio.CancelScope] = {}
+        self.scope = trio.CancelScope()
 
     async def reply(self, replies: list[Reply]) -> None:
         async with self.send_lock:
-            await self.stream.send_all(b"".join(r.encode() for r in replies))
+            try:
+                await self.stream.send_all(b"".join(r.encode() for r in replies))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.scope.cancel()
 
     async def serve(self) -> None:
+        with self.scope:
+            await self._serve()
+
+    async def _serve(self) -> None:
         reader = SentenceReader()
         async with trio.open_nursery() as nursery:
             while True:
-                data = await self.stream.receive_some(65536)
+                try:
+                    data = await self.stream.receive_some(65536)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
                 if not data:
                     break
                 try:
@@ -203,6 +228,9 @@ class _Session:
                     event(log, "router.protocol_error", level=logging.WARNING, router=self.router.name, error=str(exc))
                     break
                 for words in sentences:
+                    self.router.journal.append((trio.current_time(), words))
+                    if self.router.fault == "hangs":
+                        continue  # reads everything, answers nothing
                     try:
                         request = Request.parse(words)
                     except RouterOSProtocolError as exc:
@@ -227,6 +255,14 @@ class _Session:
 
     async def execute(self, request: Request) -> None:
         tag = request.tag
+        if request.command != "/login" and self.router.fault in ("hangs_after_login", "drops_mid_query"):
+            if self.router.fault == "drops_mid_query":
+                await trio.sleep(min(self.router.latency_s, 1.0))
+                await self.stream.aclose()  # the TCP connection goes away, no !fatal
+                self.scope.cancel()
+            else:
+                await trio.sleep_forever()
+            return
         with trio.CancelScope() as scope:
             if tag is not None:
                 self.running[tag] = scope
@@ -247,7 +283,8 @@ class _Session:
         tag = request.tag
         if request.command == "/login":
             ok = (request.attributes.get("name") == self.router.username
-                  and request.attributes.get("password") == self.router.password)
+                  and request.attributes.get("password") == self.router.password
+                  and self.router.fault != "refuses_login")
             event(log, "router.login", router=self.router.name, user=request.attributes.get("name", ""), ok=ok)
             if not ok:
                 return [Reply("!trap", {"message": "invalid user name or password (6)"}, tag), Reply("!done", tag=tag)]
@@ -316,12 +353,19 @@ class _Session:
         return rows + [Reply("!done", tag=tag)]
 
 
+async def serve_router_stream(router: SimRouter, stream: trio.abc.Stream) -> None:
+    """One API connection (TCP or in-memory) to ``router``, until the client or the router ends it."""
+    try:
+        await _Session(router, stream).serve()
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
 async def serve_router(router: SimRouter, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     async def handler(stream: trio.SocketStream) -> None:
-        try:
-            await _Session(router, stream).serve()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+        await serve_router_stream(router, stream)
 
     listeners = await trio.open_tcp_listeners(port, host=host)
     task_status.started(listeners[0].socket.getsockname()[1])
