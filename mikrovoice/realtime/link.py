@@ -221,7 +221,7 @@ class RealtimeLink:
                 regular = now >= next_ping
                 if not regular and not (self._watching and now >= self._last_heard + self.liveness_s):
                     continue  # woken early: something changed, or the server spoke meanwhile
-                timeout = self.pong_timeout_s if regular else min(self.probe_timeout_s, self.pong_timeout_s)
+                timeout = min(self.probe_timeout_s, self.pong_timeout_s) if self._watching else self.pong_timeout_s
                 try:
                     with trio.fail_after(timeout):
                         await ws.ping()

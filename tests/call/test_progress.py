@@ -1,0 +1,24 @@
+"""ProgressPolicy: when an update is asked for, and what it says (a failed router is not an answer)."""
+
+from mikrovoice.call.progress import ProgressPolicy
+from mikrovoice.config import Phrases
+
+
+def test_the_update_is_asked_for_the_models_latency_before_the_silence_is_reached() -> None:
+    policy = ProgressPolicy(silence_s=6.0, lead_s=1.0)
+    assert policy.due_at(10.0) == 15.0
+    assert ProgressPolicy(silence_s=0.5, lead_s=1.0).due_at(10.0) == 10.0
+
+
+def test_counts_separate_answered_from_failed() -> None:
+    phrases = Phrases()
+    assert ProgressPolicy.phrase(phrases, 4, 0, 5, ["26.1"]) == "Sigo consultando: 4 de 5 routers ya respondieron."
+    assert ProgressPolicy.phrase(phrases, 2, 2, 5, ["26.1"]) == (
+        "Sigo consultando: 2 de 5 routers ya respondieron. 2 no se pudieron consultar.")
+    assert ProgressPolicy.phrase(phrases, 0, 0, 1, ["26.1"]) == "Sigo consultando el router 26.1; todavía no responde."
+
+
+def test_operator_phrases_may_use_every_field_and_the_old_done_name() -> None:
+    phrases = Phrases(progress_many="Van {done}/{total} ({answered} ok, {failed} mal, {pending} en curso).")
+    assert ProgressPolicy.phrase(phrases, 3, 1, 6, ["a", "b"]) == (
+        "Van 3/6 (3 ok, 1 mal, 2 en curso). 1 no se pudieron consultar.")
