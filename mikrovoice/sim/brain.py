@@ -4,6 +4,20 @@ Given what the conversation holds (the caller's last words, new tool outputs, a 
 instructions) it decides one turn: words to speak and, maybe, one function call. Its answers
 are built from the tool output it receives, never from the simulator's own router data, so a
 wrong or partial output is visible in what the caller hears. Pure: no I/O, no clock.
+
+It behaves as a real voice model does in three more ways:
+
+- router names are taken as the caller said them ("del router torre norte", "de los routers
+  26 punto 1 y 46 punto 3"), with "N punto M" written "N.M"; the production tools resolve them;
+- a backchannel ("ajá", "sí", "ok", ...: at most two such words) is not a question: with a
+  tool call pending it answers "Sí, sigo consultando." and calls nothing;
+- a turn cut off by the caller (``cancelled(turn, reason="turn_detected", ...)``, told by the
+  server session) is remembered if it answered the caller or reported a tool output; if the
+  caller's next turn is a backchannel it is resumed ("Como te decía: ..."), with its function
+  call if that had not been issued yet; a real question makes the model forget it.
+
+The module-level regexes ``ANSWER_*`` recognise its answers (use ``.search``: a resumed answer
+is prefixed with ``RESUME_PREFIX``).
 """
 
 from __future__ import annotations
@@ -14,22 +28,108 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+#: "El router 152.1 tiene 12 dispositivos activos, por ejemplo ..."
+ANSWER_DEVICES = re.compile(
+    r"El router (?P<router>.+?) tiene (?P<count>\S+) dispositivos activos, por ejemplo (?P<examples>.*)", re.S
+)
+#: "Respondieron 9 de 12 routers. El tráfico SFP total es de ... [No respondieron: 26.1, 46.3.]"
+ANSWER_SFP = re.compile(
+    r"Respondieron (?P<answered>\S+) de (?P<total>\S+) routers\. El tráfico SFP total es de (?P<rx_mbps>\S+) "
+    r"megabits por segundo de bajada y (?P<tx_mbps>\S+) de subida\.(?:.*? No respondieron: (?P<missing>.+)\.)?",
+    re.S,
+)
+#: A query that failed, a tool output the model cannot read, or a question it did not understand.
+ANSWER_PROBLEM = re.compile(
+    r"No pude hacer esa consulta: (?P<error>.*)\.|No entendí\. Puedo consultar|La herramienta devolvió algo que no entiendo",
+    re.S,
+)
+#: A new question while a tool call is still pending.
+ANSWER_WAITING = re.compile(r"Sigo esperando el resultado de la consulta anterior")
+
+WAITING = "Sigo esperando el resultado de la consulta anterior; te aviso apenas llegue."
+NOT_UNDERSTOOD = "No entendí. Puedo consultar los dispositivos activos de un router o el tráfico SFP."
+UNREADABLE_OUTPUT = "La herramienta devolvió algo que no entiendo."
+STILL_QUERYING = "Sí, sigo consultando."
+RESUME_PREFIX = "Como te decía: "
+HOW_CAN_I_HELP = "¿En qué te puedo ayudar?"
+GO_AHEAD = "Dime, ¿qué quieres consultar?"
+
+#: Words that acknowledge without asking (accents, case and punctuation removed).
+BACKCHANNELS = frozenset({
+    "aja", "aha", "si", "ok", "okey", "okay", "mmm", "mhm", "claro", "dale", "listo", "vale", "ya",
+    "bueno", "perfecto", "entendido", "entiendo",
+})
+
+Call = tuple[str, dict[str, Any]]
+
 
 @dataclass(frozen=True)
 class Turn:
     text: str
-    call: tuple[str, dict[str, Any]] | None = None
+    call: Call | None = None
+    #: what kind of turn: "answer" (to the caller's words), "report" (of a tool output),
+    #: "quoted" (spoken verbatim from instructions), "ack" (to a backchannel), "resume", "prompt"
+    kind: str = "answer"
+    #: the text to say again if the caller cuts this turn off and then says "ajá"; None if the
+    #: turn is not worth resuming (greetings, progress lines, acknowledgements)
+    resumable: str | None = None
 
 
 def _plain(text: str) -> str:
     return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
 
 
+def is_backchannel(text: str) -> bool:
+    """At most two words, each an acknowledgement ("ajá", "sí, claro", "ok dale", "mmm")."""
+    words = re.sub(r"m{3,}", "mmm", re.sub(r"[^a-z0-9\s]", " ", _plain(text))).split()
+    return 1 <= len(words) <= 2 and all(word in BACKCHANNELS for word in words)
+
+
 _QUOTED = re.compile(r'exactamente[^"“«]*["“«]([^"”»]+)["”»]', re.IGNORECASE)
-_ROUTER = re.compile(r"router\s+(\d{1,3})\s*(?:punto|\.)\s*(\d{1,3})")
+_ROUTER_WORD = re.compile(r"\brouters?\b", re.IGNORECASE)
+_ALL_ROUTERS = re.compile(r"\btod[oa]s\s+(?:l[oa]s\s+)?routers?\b", re.IGNORECASE)
+_PHRASE_END = re.compile(r"[?!;¿¡]|\.(?!\d)")
+_SEPARATOR = re.compile(r"\s*,\s*|\s+y\s+", re.IGNORECASE)
+_DOTTED = re.compile(r"(\d+)\s*(?:punto|\.)\s*(\d+)", re.IGNORECASE)
+_NUMERIC = re.compile(r"\d+(?:\.\d+)*")
+_FILLER = re.compile(r"(?:^|\s+)(?:por\s+favor|porfa|porfavor|ahora|ya|gracias)$", re.IGNORECASE)
+
+
+def router_names(text: str) -> list[str]:
+    """The routers a question names, as the caller said them, "N punto M" written "N.M".
+
+    "del router 152 punto 1" -> ["152.1"]; "del router torre norte" -> ["torre norte"];
+    "de los routers 26 punto 1 y 46 punto 3" -> ["26.1", "46.3"]; "de todos los routers" -> [].
+    """
+    match = _ROUTER_WORD.search(text)
+    if match is None or _ALL_ROUTERS.search(text):
+        return []
+    rest = text[match.end():]
+    end = _PHRASE_END.search(rest)
+    phrase = rest[: end.start()] if end else rest
+    names = []
+    for item in _SEPARATOR.split(phrase):
+        item = _DOTTED.sub(r"\1.\2", item.strip())
+        while (trimmed := _FILLER.sub("", item).strip()) != item:
+            item = trimmed
+        numeric = _NUMERIC.match(item)
+        if numeric:
+            item = numeric.group(0)
+        if item and item not in names:
+            names.append(item)
+    return names
+
+
+@dataclass(frozen=True)
+class _Interrupted:
+    text: str
+    call: Call | None  # the call the interrupted turn had not issued yet
 
 
 class ScriptedModel:
+    def __init__(self) -> None:
+        self._interrupted: _Interrupted | None = None
+
     def decide(
         self,
         *,
@@ -41,61 +141,98 @@ class ScriptedModel:
         if instructions:
             quoted = _QUOTED.search(instructions)
             if quoted:
-                return Turn(quoted.group(1).strip())
+                return Turn(quoted.group(1).strip(), kind="quoted")
         if tool_outputs:
             name, output = tool_outputs[-1]
-            return Turn(self.report(name, output))
+            text = self.report(name, output)
+            return Turn(text, kind="report", resumable=text)
         if user_text is not None:
             return self.answer(user_text, call_pending)
-        return Turn("¿En qué te puedo ayudar?")
+        return Turn(HOW_CAN_I_HELP, kind="prompt")
+
+    def cancelled(self, turn: Turn, *, reason: str, call_issued: bool) -> None:
+        """The server cancelled the response speaking ``turn`` (``reason`` as in ``response.done``)."""
+        if reason == "turn_detected" and turn.resumable is not None:
+            self._interrupted = _Interrupted(turn.resumable, None if call_issued else turn.call)
 
     def answer(self, user_text: str, call_pending: bool) -> Turn:
+        if is_backchannel(user_text):
+            interrupted, self._interrupted = self._interrupted, None
+            if interrupted is not None:
+                return Turn(RESUME_PREFIX + interrupted.text, interrupted.call, kind="resume", resumable=interrupted.text)
+            if call_pending:
+                return Turn(STILL_QUERYING, kind="ack")
+            return Turn(GO_AHEAD, kind="ack")
+        self._interrupted = None
+        turn = self._question(user_text, call_pending)
+        return Turn(turn.text, turn.call, kind="answer", resumable=turn.text)
+
+    def _question(self, user_text: str, call_pending: bool) -> Turn:
         text = _plain(user_text)
         if call_pending:
-            return Turn("Sigo esperando el resultado de la consulta anterior; te aviso apenas llegue.")
+            return Turn(WAITING)
         if "dispositivo" in text and "activ" in text:
-            match = _ROUTER.search(text)
-            if not match:
+            routers = router_names(user_text)
+            if not routers:
                 return Turn("¿De qué router quieres los dispositivos activos?")
-            router = f"{match.group(1)}.{match.group(2)}"
+            router = routers[0]
             return Turn(
                 f"Un momento, consulto los dispositivos activos del router {router}.",
                 ("dispositivos_activos", {"router": router}),
             )
         if "trafico" in text and "sfp" in text:
+            routers = router_names(user_text)
+            if not routers:
+                return Turn(
+                    "Un momento, estoy consultando el tráfico SFP de todos los routers; puede tardar.",
+                    ("trafico_sfp", {}),
+                )
             return Turn(
-                "Un momento, estoy consultando el tráfico SFP de todos los routers; puede tardar.",
-                ("trafico_sfp", {}),
+                f"Un momento, estoy consultando el tráfico SFP de {_spoken_list(routers)}; puede tardar.",
+                ("trafico_sfp", {"routers": routers}),
             )
-        return Turn("No entendí. Puedo consultar los dispositivos activos de un router o el tráfico SFP.")
+        return Turn(NOT_UNDERSTOOD)
 
     def report(self, name: str, output_text: str) -> str:
+        """What the model says about a tool output; never fails, whatever the output holds."""
         try:
             output = json.loads(output_text)
         except ValueError:
-            return "La herramienta devolvió algo que no entiendo."
+            return UNREADABLE_OUTPUT
         if not isinstance(output, dict):
-            return "La herramienta devolvió algo que no entiendo."
+            return UNREADABLE_OUTPUT
+        try:
+            return self._report(name, output)
+        except (TypeError, ValueError, AttributeError, KeyError, OverflowError):
+            return UNREADABLE_OUTPUT
+
+    def _report(self, name: str, output: dict[str, Any]) -> str:
         if "error" in output:
             return f"No pude hacer esa consulta: {output['error']}."
         if name == "dispositivos_activos":
-            names = [d.get("nombre") or d.get("ip") for d in output.get("dispositivos", [])[:3]]
+            names = [d.get("nombre") or d.get("ip") for d in (output.get("dispositivos") or [])[:3]]
             return (
                 f"El router {output.get('router')} tiene {output.get('dispositivos_activos')} dispositivos activos, "
                 f"por ejemplo {', '.join(str(n) for n in names)}."
             )
         if name == "trafico_sfp":
-            rows = output.get("interfaces", [])
+            rows = output.get("interfaces") or []
             text = (
                 f"Respondieron {output.get('routers_que_respondieron')} de {output.get('routers_consultados')} routers. "
-                f"El tráfico SFP total es de {round(output.get('total_rx_mbps', 0))} megabits por segundo de bajada "
-                f"y {round(output.get('total_tx_mbps', 0))} de subida."
+                f"El tráfico SFP total es de {round(output.get('total_rx_mbps') or 0)} megabits por segundo de bajada "
+                f"y {round(output.get('total_tx_mbps') or 0)} de subida."
             )
             if rows:
-                top = max(rows, key=lambda r: r.get("rx_mbps", 0))
-                text += f" El más cargado es el router {top.get('router')}, {top.get('interfaz')}, con {round(top.get('rx_mbps', 0))}."
-            missing = output.get("sin_respuesta") or list(output.get("errores", {}))
+                top = max(rows, key=lambda r: r.get("rx_mbps") or 0)
+                text += f" El más cargado es el router {top.get('router')}, {top.get('interfaz')}, con {round(top.get('rx_mbps') or 0)}."
+            missing = output.get("sin_respuesta") or list(output.get("errores") or {})
             if missing:
-                text += f" No respondieron: {', '.join(missing)}."
+                text += f" No respondieron: {', '.join(str(m) for m in missing)}."
             return text
         return "Listo, ya tengo el resultado."
+
+
+def _spoken_list(names: list[str]) -> str:
+    if len(names) == 1:
+        return f"el router {names[0]}"
+    return "los routers " + ", ".join(names[:-1]) + " y " + names[-1]
