@@ -82,6 +82,9 @@ class Settings:
     ping_interval_s: float = 15.0
     pong_timeout_s: float = 10.0
     connect_timeout_s: float = 10.0
+    #: Caller audio per input_audio_buffer.append: 20 (one Asterisk frame) to 100 ms. Larger means
+    #: fewer messages and up to this much minus 20 ms before the model hears the caller.
+    model_audio_chunk_ms: int = 100
     query_timeout_s: float = 90.0
     router_timeout_s: float = 60.0
     router_concurrency: int = 32
@@ -100,7 +103,7 @@ class Settings:
 
 _SECTIONS = {
     "audiosocket": {"listen"},
-    "openai": {"url", "model", "voice", "ping_interval_s", "pong_timeout_s", "connect_timeout_s"},
+    "openai": {"url", "model", "voice", "ping_interval_s", "pong_timeout_s", "connect_timeout_s", "audio_chunk_ms"},
     "query": {"timeout_s", "router_timeout_s", "router_concurrency", "progress_silence_s", "progress_lead_s"},
     "phrases": {f.name for f in fields(Phrases)},
     "prompts": {"model_unavailable"},
@@ -157,7 +160,7 @@ def load(path: str | Path, environ: dict[str, str] | None = None) -> Settings:
         settings = replace(settings, listen=parse_hostport(audiosocket["listen"]))
     for key, attr in (("url", "realtime_url"), ("model", "model"), ("voice", "voice"),
                       ("ping_interval_s", "ping_interval_s"), ("pong_timeout_s", "pong_timeout_s"),
-                      ("connect_timeout_s", "connect_timeout_s")):
+                      ("connect_timeout_s", "connect_timeout_s"), ("audio_chunk_ms", "model_audio_chunk_ms")):
         if key in openai:
             settings = replace(settings, **{attr: openai[key]})
     for key, attr in (("timeout_s", "query_timeout_s"), ("router_timeout_s", "router_timeout_s"),

@@ -14,7 +14,8 @@ def test_the_example_loads() -> None:
     settings = load(ROOT / "mikrovoice.example.toml", ENV)
     assert settings.listen == ("0.0.0.0", 9092) and [r.name for r in settings.routers] == ["152.1", "26.1"]
     assert settings.routers[0].password == "pw-one" and settings.api_key == "sk-secret"
-    assert settings.phrases.progress_many.format(done=7, total=12) == "Sigo consultando: 7 de 12 routers ya respondieron."
+    assert settings.phrases.progress_many.format(answered=7, total=12) == "Sigo consultando: 7 de 12 routers ya respondieron."
+    assert settings.progress_lead_s == 1.0 and settings.model_audio_chunk_ms == 100
     text = repr(settings)
     assert "pw-one" not in text and "sk-secret" not in text
 

@@ -4,8 +4,9 @@ Tasks of a call (all in the call's nursery; when the call ends, all of them have
 - ``Playout.run``: paced audio to Asterisk, silence from the first moment;
 - ``_link``: the model link (``RealtimeLink.run``); its end is the ``link_lost`` event;
 - ``_audio_in``: Asterisk frames -> mu-law -> ``input_audio_buffer.append``; EOF is ``hangup``;
-- ``_fill_silence``: when Asterisk sends nothing (a silent phone), 20 ms frames of silence keep
-  the model's audio clock running, so that its server VAD can end the caller's turn;
+- ``_feed_clock``: the caller's audio goes to the model in chunks (``ModelFeed``); when Asterisk
+  sends nothing (a silent phone), silence keeps the model's audio clock running, so that its
+  server VAD can end the caller's turn;
 - ``_model_events``: typed model events -> playout, response gate, machine events;
 - ``_query`` (one per tool call): the fan-out inside a cancel scope whose deadline is the
   query timeout, with a progress ticker and the seed's "Consultando... (10s)" log ticker as
@@ -50,7 +51,6 @@ from mikrovoice.realtime.link import RealtimeLink
 from mikrovoice.routeros.fleet import FanOut
 from mikrovoice.telephony import g711
 from mikrovoice.telephony.audiosocket import (
-    FRAME_SECONDS,
     Audio,
     AudioSocketProtocolError,
     CallId,
@@ -59,7 +59,7 @@ from mikrovoice.telephony.audiosocket import (
     Hangup,
     encode,
 )
-from mikrovoice.telephony.inbound import SilenceFill
+from mikrovoice.telephony.inbound import ModelFeed
 from mikrovoice.telephony.server import AudioSocketStream, Playout
 from mikrovoice.tools import NocTools
 
@@ -71,7 +71,6 @@ LINK_CLOSE_S = 2.0
 #: is treated as unavailable: the caller hears the apology and the call ends.
 MAX_REFUSALS = 3
 _DONE_EVENTS = {"greeting": "greeting_done", "progress": "progress_done", "report": "report_done"}
-_ULAW_SILENCE_FRAME = bytes([g711.ULAW_SILENCE]) * 160
 _FAREWELL_ITEM = "prompt:model_unavailable"
 
 
@@ -147,7 +146,7 @@ class CallSession:
         self.fan: FanOut | None = None
         self._query_scope: trio.CancelScope | None = None
         self._refusals_in_a_row = 0
-        self._send_lock = trio.Lock()
+        self._created_at: dict[str, float] = {}  # response kind -> when one of that kind last started
         self._we_hang_up = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -169,7 +168,7 @@ class CallSession:
         self.record.states = self.machine.trace
         self.record.state_times.append((trio.current_time(), self.machine.current_state_value))
         self.quiet = QuietClock()
-        self.fill = SilenceFill(trio.current_time())
+        self.feed = ModelFeed(trio.current_time(), chunk_s=self.settings.model_audio_chunk_ms / 1000)
         self.playout = Playout(on_speaking_change=lambda speaking: self._refresh_quiet())
         self.link = RealtimeLink(
             self.settings.realtime_url,
@@ -193,7 +192,7 @@ class CallSession:
                     self._execute(self.machine.take_commands())  # the greeting, queued behind session.update
                     work.start_soon(self._model_events, events_recv)
                     work.start_soon(self._audio_in)
-                    work.start_soon(self._fill_silence)
+                    work.start_soon(self._feed_clock)
                 with trio.move_on_after(LINK_CLOSE_S):
                     await self.link.aclose()
                 outer.cancel_scope.cancel()
@@ -235,11 +234,11 @@ class CallSession:
         )
 
     async def _send_to_asterisk(self, data: bytes) -> None:
-        async with self._send_lock:
-            try:
-                await self.asterisk.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self.handle("hangup", reason="the AudioSocket connection broke")
+        """The playout's writes, then our 0x00 after the playout has stopped: never two at once."""
+        try:
+            await self.asterisk.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.handle("hangup", reason="the AudioSocket connection broke")
 
     # ------------------------------------------------------------------ the one place events go
 
@@ -299,12 +298,13 @@ class CallSession:
                 record.output_sent_at = trio.current_time()
 
     def _say_farewell(self, reason: str) -> None:
-        """The model is gone: stop the query, play the recorded apology; ``farewell_done`` when heard."""
+        """The model is gone: stop the query, play the recorded apology; ``farewell_done`` when heard.
+
+        What the model already said and we hold is played first: it may be the answer."""
         if self._query_scope is not None:
             self._query_scope.cancel()
         self.gate = rt.ResponseGate()  # nothing more will be asked of this link
         self.link.watching = False
-        self.playout.flush()
         self.playout.enqueue(_FAREWELL_ITEM, self.prompts.model_unavailable)
         self.playout.end_item(_FAREWELL_ITEM)
         event(log, "call.farewell", reason=reason, prompt=self.settings.phrases.model_unavailable)
@@ -331,12 +331,15 @@ class CallSession:
                 self.handle("link_lost", reason=f"the model refused {MAX_REFUSALS} responses in a row ({error.code})")
                 return
             if kind != "progress":  # the progress ticker asks again by itself
-                self.nursery.start_soon(self._ask_again, refused)
+                self.nursery.start_soon(self._ask_again, refused, trio.current_time())
         self._refresh_quiet()
 
-    async def _ask_again(self, refused: rt.JSON) -> None:
+    async def _ask_again(self, refused: rt.JSON, refused_at: float) -> None:
+        """Ask again for a refused response, unless one of its kind started meanwhile: an error
+        without an event_id may have been about something else, and the create went through."""
         await trio.sleep(self.policy.retry_s)
-        self._request_response(rt.renew_event_id(refused))
+        if self._created_at.get(refused["response"]["metadata"]["kind"], -1.0) < refused_at:
+            self._request_response(rt.renew_event_id(refused))
 
     def _refresh_quiet(self) -> None:
         self.quiet.update(self.playout.speaking or self.caller_speaking)
@@ -367,8 +370,8 @@ class CallSession:
                     event(log, "call.bad_audiosocket", level=logging.ERROR, error=f"audio at {message.sample_rate} Hz; use the dialplan app or c(slin)")
                     self.handle("abort", reason="AudioSocket audio is not 8 kHz slin")
                     return
-                self.link.send(rt.client_append_audio(g711.slin_to_ulaw(message.payload)))
-                self.fill.on_audio(len(message.payload) / 2 / 8000)
+                for chunk in self.feed.caller_audio(g711.slin_to_ulaw(message.payload), trio.current_time()):
+                    self.link.send(rt.client_append_audio(chunk))
             elif isinstance(message, Hangup):
                 self.handle("hangup", reason="caller hung up")
                 return
@@ -377,14 +380,12 @@ class CallSession:
             elif isinstance(message, ErrorMessage):
                 event(log, "call.asterisk_error", level=logging.WARNING, code=message.code.hex())
 
-    async def _fill_silence(self) -> None:
-        """Asterisk sends nothing while the caller is silent: send the model silence on our clock."""
+    async def _feed_clock(self) -> None:
+        """Send what waited a whole chunk, and silence when Asterisk sends nothing (a silent caller)."""
         while True:
-            await trio.sleep_until(self.fill.next_check())
-            frames = self.fill.frames_due(trio.current_time())
-            if frames:
-                self.link.send(rt.client_append_audio(_ULAW_SILENCE_FRAME * frames))
-                self.fill.on_audio(frames * FRAME_SECONDS)
+            await trio.sleep_until(self.feed.next_due())
+            for chunk in self.feed.tick(trio.current_time()):
+                self.link.send(rt.client_append_audio(chunk))
 
     async def _model_events(self, events: trio.MemoryReceiveChannel[rt.ServerEvent]) -> None:
         async for server_event in events:
@@ -398,6 +399,7 @@ class CallSession:
         elif isinstance(e, rt.ResponseCreated):
             self._refusals_in_a_row = 0
             self.responses[e.response_id] = e.metadata.get("kind", "turn")
+            self._created_at[self.responses[e.response_id]] = trio.current_time()
             self._send_gated(self.gate.on_created(e))
         elif isinstance(e, rt.TranscriptDone):
             self.playout.end_item(e.item_id)
