@@ -50,7 +50,19 @@ def _serve(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from mikrovoice import demo
 
-    return demo.main(as_json=args.json, virtual_clock=args.virtual_clock)
+    return demo.main(as_json=args.json, virtual_clock=args.virtual_clock,
+                     timeline_svg=Path(args.timeline) if args.timeline else None)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from mikrovoice.simulation.console import run_simulate
+
+    settings = load(args.config) if args.config else None
+    if settings is not None and not settings.routers:
+        raise ConfigError(f"{args.config} defines no [[router]]: a simulation needs the router inventory")
+    timeline_dir = Path(args.timeline_dir) if args.timeline_dir else None
+    return run_simulate(settings, calls=args.calls, seed=args.seed, as_json=args.json, timeline_dir=timeline_dir,
+                        shrink=not args.no_shrink)
 
 
 def _diagram(args: argparse.Namespace) -> int:
@@ -94,11 +106,11 @@ def _sim_model(args: argparse.Namespace) -> int:
 
 def _sim_call(args: argparse.Namespace) -> int:
     from mikrovoice.demo import SEED_QUESTIONS
-    from mikrovoice.sim.asterisk import AsteriskCaller, Question
+    from mikrovoice.sim.asterisk import AsteriskCaller, CallerScript, Question
 
     host, port = parse_hostport(args.to)
     questions = [Question(q, r".") for q in args.say] if args.say else SEED_QUESTIONS
-    report = trio.run(AsteriskCaller(questions).call, host, port)
+    report = trio.run(AsteriskCaller(CallerScript(tuple(questions))).call, host, port)
     for result in report.questions:
         print(f"«{result.text}» -> {result.answer or '(sin respuesta)'}  (silencio máx. {result.max_dead_air_s} s)")
     if report.error:
@@ -121,7 +133,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the seed's acceptance call, end to end on the simulators")
     demo.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     demo.add_argument("--virtual-clock", action="store_true", help="run on Trio's virtual clock (seconds, not a minute)")
+    demo.add_argument("--timeline", metavar="FILE.svg", help="also draw the call's timeline as an SVG picture")
     demo.set_defaults(run=_demo)
+
+    simulate = sub.add_parser(
+        "simulate", help="property-based call simulations against your configuration",
+        description="Generate calls (questions, interjections, hang-ups, slow and broken routers, model "
+                    "failures), run each through the real service against simulators of your routers and "
+                    "of the model, on a virtual clock, and check the invariants. Exit status 1 on a violation.")
+    simulate.add_argument("--calls", type=int, default=200, help="how many calls to generate (default 200)")
+    simulate.add_argument("--seed", type=int, default=1, help="the same seed gives the same calls (default 1)")
+    simulate.add_argument("--config", help="your TOML configuration: its phrases, timings and router names")
+    simulate.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    simulate.add_argument("--timeline-dir", help="write an SVG timeline of each failing call here")
+    simulate.add_argument("--no-shrink", action="store_true", help="report failures as found, without shrinking")
+    simulate.set_defaults(run=_simulate)
 
     diagram = sub.add_parser("diagram", help="export the call machine to statecharts/")
     diagram.add_argument("--out", default="statecharts", help="output folder (default: statecharts)")
@@ -146,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command != "demo":
+    if args.command not in ("demo", "simulate"):
         configure(logging.DEBUG if args.verbose else logging.INFO)
     try:
         result: int = args.run(args)

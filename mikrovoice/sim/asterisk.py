@@ -328,10 +328,7 @@ class AsteriskCaller:
             return
         audio = b"".join(self._current)
         self._current = None
-        try:
-            utterances = voice.hear_all(audio)
-        except voice.UnintelligibleSpeech:
-            utterances = [(0.0, end - self._utterance_start, "(ininteligible)")]
+        utterances = [(start_s, end_s, text or "(ininteligible)") for start_s, end_s, text in voice.hear_lenient(audio)]
         for index, (start_s, end_s, text) in enumerate(utterances):
             following = utterances[index + 1 :]
             self._hearing_from = self._utterance_start + following[0][0] if following else None

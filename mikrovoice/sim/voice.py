@@ -163,6 +163,40 @@ def hear_all(pcm: bytes | bytearray | memoryview) -> list[tuple[float, float, st
     return found
 
 
+def hear_lenient(pcm: bytes | bytearray | memoryview) -> list[tuple[float, float, str | None]]:
+    """Like ``hear_all``, but what cannot be decoded becomes ``(start_s, end_s, None)`` and decoding
+    goes on: an utterance cut short (a new start tone before its end tone), speech without a start
+    tone, a broken symbol sequence. A listener hears the words around a cut, as a person would."""
+    samples = _samples(pcm)
+    count = samples.size // BLOCK
+    blocks = samples[: count * BLOCK].reshape(count, BLOCK).astype(np.float64)
+    rms = np.sqrt(np.einsum("ij,ij->i", blocks, blocks) / BLOCK)
+    loud = np.flatnonzero(~(rms < SPEECH_RMS))
+    found: list[tuple[float, float, str | None]] = []
+    body: list[int] | None = None
+    start = noise = last = -1
+    for index, symbol in zip(loud.tolist(), _symbols(blocks[loud], rms[loud]), strict=True):
+        if symbol == _START:
+            if body is not None or noise >= 0:
+                found.append(((start if body is not None else noise) * BLOCK / RATE, (last + 1) * BLOCK / RATE, None))
+            body, start, noise = [], index, -1
+        elif body is None:
+            noise = index if noise < 0 else noise
+        elif symbol == _END:
+            try:
+                text: str | None = _text(body)
+            except UnintelligibleSpeech:
+                text = None
+            found.append((start * BLOCK / RATE, (index + 1) * BLOCK / RATE, text))
+            body = None
+        else:
+            body.append(symbol)
+        last = index
+    if body is not None or noise >= 0:
+        found.append(((start if body is not None else noise) * BLOCK / RATE, (last + 1) * BLOCK / RATE, None))
+    return found
+
+
 def _text(body: list[int]) -> str:
     if len(body) % 2 or any(s > 15 for s in body):
         raise UnintelligibleSpeech("utterance has a broken symbol sequence")

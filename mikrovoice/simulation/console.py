@@ -1,0 +1,92 @@
+"""The terminal side of ``mikrovoice simulate``: progress bar, summary table, failures, JSON line.
+
+Everything shown comes from ``runner.simulate``; this module only presents it (with ``rich``).
+The progress bar goes to stderr, the report to stdout; with ``--json`` the last line of stdout
+is one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mikrovoice.config import RouterConfig, Settings
+from mikrovoice.sim.routeros import router_names
+from mikrovoice.simulation.invariants import INVARIANTS
+from mikrovoice.simulation.runner import CallStats, RunSummary, simulate
+
+
+def default_settings() -> Settings:
+    """Without a configuration: the defaults and the demo's twelve routers."""
+    return Settings(routers=tuple(RouterConfig(name, f"10.0.{i}.1") for i, name in enumerate(router_names(12, 7))))
+
+
+def run_simulate(settings: Settings | None, *, calls: int, seed: int, as_json: bool, timeline_dir: Path | None,
+                 shrink: bool = True) -> int:
+    settings = settings or default_settings()
+    out = Console(highlight=False, soft_wrap=True)
+    err = Console(stderr=True)
+    violating = 0
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[status]}"), console=err, transient=True) as progress:
+        task = progress.add_task("llamadas", total=calls, status="")
+
+        def on_call(stats: CallStats) -> None:
+            nonlocal violating
+            violating += bool(stats.violations)
+            progress.update(task, advance=1, status=f"violaciones: {violating}")
+
+        def on_phase(phase: str) -> None:
+            if phase.startswith("shrink"):
+                progress.update(task, description=f"reduciendo ({phase.split(' ', 1)[1]})")
+
+        summary = simulate(settings, calls, seed, timeline_dir=timeline_dir, shrink=shrink, on_call=on_call,
+                           on_phase=on_phase)
+    _print_summary(out, summary, settings)
+    if as_json:
+        sys.stdout.flush()
+        print(json.dumps(summary.as_json(), ensure_ascii=False))
+    return 1 if summary.failures or any(c.violations for c in summary.calls) else 0
+
+
+def _print_summary(out: Console, summary: RunSummary, settings: Settings) -> None:
+    data = summary.as_json()
+    table = Table(title=f"mikrovoice simulate — semilla {summary.seed}, {len(settings.routers)} routers")
+    table.add_column("medida")
+    table.add_column("valor", justify="right")
+    table.add_row("llamadas", str(data["calls"]))
+    table.add_row("preguntas respondidas (o explicadas)", f"{data['answered']} de {data['questions']}")
+    table.add_row("tiempo hasta la respuesta p50 / p95", f"{_s(data['p50_answer_s'])} / {_s(data['p95_answer_s'])}")
+    table.add_row("silencio más largo durante una consulta", _s(data["max_no_speech_during_query_s"]))
+    table.add_row("actualizaciones de progreso oídas", str(data["progress_updates_heard"]))
+    table.add_row("tiempo simulado / real", f"{data['simulated_s']:.0f} s / {data['wall_s']:.1f} s "
+                                             f"({data['simulation_speedup']:g}× tiempo real)")
+    table.add_row("llamadas con violaciones", str(data["violations"]))
+    out.print(table)
+    invariants = Table(title="invariantes")
+    invariants.add_column("invariante")
+    invariants.add_column("promesa")
+    invariants.add_column("llamadas que la violan", justify="right")
+    counts = summary.violations_by_invariant
+    for invariant in INVARIANTS:
+        invariants.add_row(invariant.name, invariant.promise, str(counts.get(invariant.name, 0)))
+    out.print(invariants)
+    for failure in summary.failures:
+        out.rule(f"[bold red]{failure.invariant}")
+        out.print(("Escenario mínimo: " if failure.shrunk else "Escenario (sin reducir): ") + failure.scenario.story())
+        for violation in failure.violations:
+            out.print(f"  violación: {violation}")
+        out.print("Línea de tiempo:")
+        for line in failure.timeline:
+            out.print("  " + line)
+        if failure.svg_path:
+            out.print(f"Imagen: {failure.svg_path}")
+
+
+def _s(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f} s"

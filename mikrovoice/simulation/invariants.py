@@ -1,0 +1,339 @@
+"""The invariants: what must hold on every simulated call, each a function of a ``CallObservation``.
+
+Each check returns a list of violations (plain sentences with the virtual time), empty when the
+call kept the promise. They judge only what the parties observed: the Asterisk stand-in's audio
+(what the caller heard, decoded, and when), the service's call record and log, the model
+simulator's ledger, the routers' journals and the network's connections. ``INVARIANTS`` names and
+explains them for ``mikrovoice simulate``'s summary and docs/simulations.md.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mikrovoice.config import Phrases
+from mikrovoice.routeros.commands import CommandNotAllowed, check_allowed
+from mikrovoice.routeros.protocol import Request, RouterOSProtocolError
+from mikrovoice.sim import brain
+from mikrovoice.sim.asterisk import Heard
+from mikrovoice.simulation.report import progress_regex
+from mikrovoice.simulation.world import CallObservation
+
+#: The allowance on top of ``progress_silence_s`` for the model to start speaking.
+PROGRESS_SLACK_S = 1.5
+#: How long after finishing a question the caller may have to wait, beyond the query deadline,
+#: for the answer (preamble, the report's own latency and speech) before silence is a violation.
+ANSWER_SLACK_S = 30.0
+#: Words a router may receive besides the read-only allowlist: the API's own session commands.
+SESSION_COMMANDS = frozenset({"/login", "/cancel", "/quit"})
+#: Timing margin when judging whether a router should have answered before a deadline.
+DEADLINE_MARGIN_S = 1.0
+
+
+@dataclass(frozen=True)
+class Invariant:
+    name: str
+    promise: str
+    check: Callable[[CallObservation], list[str]]
+
+
+def _at(obs: CallObservation, t: float) -> str:
+    return f"at {obs.t(t):.2f} s"
+
+
+def call_ends(obs: CallObservation) -> list[str]:
+    problems = []
+    record = obs.record
+    if record is None:
+        if obs.scenario.uuid_bytes is None:
+            problems.append("the service never took the call")
+    elif not obs.call_ended_in_time:
+        problems.append(f"the call had not ended {obs.t(obs.caller_done_at):.2f} s + grace after the caller was gone")
+    elif record.states and record.states[-1] != "ended":
+        problems.append(f"the call machine stopped in {record.states[-1]!r}, not 'ended'")
+    for connection in obs.connections:
+        if connection.handler_done_at is None:
+            problems.append(f"{connection.service}'s task for a connection was still running after the call")
+        if connection.open_ends:
+            problems.append(f"a connection to {connection.service} was left open by {', '.join(connection.open_ends)}")
+    if record is not None and record.call_id == "-" and obs.ledger.sessions:
+        problems.append(f"a connection that never became a call opened {len(obs.ledger.sessions)} model session(s)")
+    return problems
+
+
+def no_crash(obs: CallObservation) -> list[str]:
+    problems = [f"crash in {crash}" for crash in obs.crashes]
+    problems += [f"simulated model crashed: {crash}" for crash in obs.ledger.all_crashes()]
+    for line in obs.logs:
+        if line.event in ("call.crashed", "sim.model.crashed"):
+            problems.append(f"{_at(obs, line.at)}: {line.event}: {line.message}")
+    if obs.caller.error:
+        problems.append(f"Asterisk would have ended the call: {obs.caller.error}")
+    return problems
+
+
+def one_output_per_call(obs: CallObservation) -> list[str]:
+    problems = []
+    sent_by_service = {c.call_id: c for c in obs.record.tool_calls} if obs.record else {}
+    for session in obs.ledger.sessions:
+        for call_id, call in session.calls.items():
+            if len(call.outputs) > 1:
+                problems.append(f"function call {call.name} ({call_id}) got {len(call.outputs)} outputs")
+            if call.outputs:
+                continue
+            ended = session.ended_at
+            record = sent_by_service.get(call_id)
+            query = next((q for q in obs.record.queries if q.call_id == call_id), None) if obs.record else None
+            # No output is right only if the session ended before the service had one to give.
+            ready_at = query.ended_at if query is not None and not query.cancelled else None
+            if record is not None and record.problem:
+                ready_at = record.received_at
+            if ended is None or (ready_at is not None and ready_at < ended):
+                problems.append(f"function call {call.name} ({call_id}, {_at(obs, call.issued_at)}) never got an output")
+    return problems
+
+
+def query_bounded(obs: CallObservation) -> list[str]:
+    if obs.record is None:
+        return []
+    problems = []
+    limit = obs.settings.query_timeout_s
+    for query in obs.record.queries:
+        if query.ended_at is None:
+            problems.append(f"the {query.tool} query started {_at(obs, query.started_at)} never ended")
+            continue
+        if query.ended_at - query.started_at > limit + 1e-6:
+            problems.append(f"the {query.tool} query ran {query.ended_at - query.started_at:.2f} s, past its {limit:g} s deadline")
+        if obs.record.ended and query.ended_at > obs.record.ended_at + 1e-6:
+            problems.append(f"the {query.tool} query outlived the call ({_at(obs, query.ended_at)})")
+    return problems
+
+
+def _speech(obs: CallObservation) -> list[tuple[float, float]]:
+    """Every stretch of speech on the line: what the caller heard and what the caller said."""
+    spans = [(h.start, h.end) for h in obs.caller.heard] + [(s.start, s.end) for s in obs.caller.spoken]
+    return sorted(spans)
+
+
+def longest_silence(spans: list[tuple[float, float]], start: float, end: float) -> tuple[float, float]:
+    """The longest stretch of [start, end] covered by no span: (its length, where it starts)."""
+    mark, longest, where = start, 0.0, start
+    for s, e in spans:
+        if e <= mark:
+            continue
+        if s >= end:
+            break
+        if s - mark > longest:
+            longest, where = s - mark, mark
+        mark = max(mark, e)
+    if end - mark > longest:
+        longest, where = end - mark, mark
+    return longest, where
+
+
+def query_windows(obs: CallObservation) -> list[tuple[str, float, float]]:
+    """(tool, start, end) of each query, cut at the moment the caller left the line."""
+    if obs.record is None:
+        return []
+    left = min(t for t in (obs.caller.hung_up_at, obs.caller.server_hung_up_at, obs.caller_done_at) if t is not None)
+    windows = []
+    for query in obs.record.queries:
+        end = min(query.ended_at if query.ended_at is not None else left, left)
+        if end > query.started_at:
+            windows.append((query.tool, query.started_at, end))
+    return windows
+
+
+def progress_cadence(obs: CallObservation) -> list[str]:
+    bound = obs.settings.progress_silence_s + PROGRESS_SLACK_S
+    spans = _speech(obs)
+    problems = []
+    for tool, start, end in query_windows(obs):
+        longest, where = longest_silence(spans, start, end)
+        if longest > bound + 1e-6:
+            problems.append(f"during the {tool} query the caller heard {longest:.2f} s without speech "
+                            f"from {obs.t(where):.2f} s (allowed: {bound:g} s)")
+    return problems
+
+
+def _farewell(phrases: Phrases) -> re.Pattern[str]:
+    return re.compile(re.escape(phrases.model_unavailable[:40]), re.IGNORECASE)
+
+
+def _answers_for(kind: str) -> re.Pattern[str]:
+    if kind == "devices":
+        return re.compile(f"{brain.ANSWER_DEVICES.pattern}|No pude hacer esa consulta", re.IGNORECASE)
+    if kind in ("sfp_all", "sfp_some"):
+        return re.compile(f"{brain.ANSWER_SFP.pattern}|No pude hacer esa consulta", re.IGNORECASE)
+    if kind == "unknown_router":
+        return re.compile("no conozco el router", re.IGNORECASE)
+    return re.compile("No entendí", re.IGNORECASE)
+
+
+def answered_or_told(obs: CallObservation) -> list[str]:
+    """Every question is answered, or the caller hears why not, while they are willing to listen.
+
+    The duty for a question starts when the caller finished asking it and ends when the caller
+    asks something else (another question, or speaking over the assistant), hangs up, or runs
+    out of patience. If the caller stayed for the whole answer bound (the query deadline plus
+    ``ANSWER_SLACK_S``), an answer or an explanation must have started by then; if the service
+    hung up first, the explanation must have come before it did. The apology for a lost model
+    explains every question still open, even one the caller was in the middle of asking.
+    """
+    problems = []
+    report = obs.caller
+    asks = obs.scenario.asks
+    bound = obs.settings.query_timeout_s + obs.settings.connect_timeout_s + ANSWER_SLACK_S
+    turns = sorted([s.start for s in report.spoken if s.kind in ("question", "barge_in")])
+    farewell = _farewell(obs.settings.phrases)
+    for index, question in enumerate(report.questions):
+        if index >= len(asks) or not question.finished_asking_at:
+            continue
+        asked = question.finished_asking_at
+        later_turns = [t for t in turns if t > asked]
+        caller_left = min(t for t in (report.hung_up_at, obs.caller_done_at) if t is not None)
+        duty_end = min([caller_left, asked + bound] + later_turns[:1])
+        server_end = report.server_hung_up_at
+        accepted = [_answers_for(asks[index].kind), brain.ANSWER_WAITING]
+        heard = [h for h in report.heard if (asked <= h.start <= duty_end and any(p.search(h.text) for p in accepted))
+                 or (question.asked_at <= h.start <= duty_end and farewell.search(h.text))]
+        if heard:
+            continue
+        if server_end is not None and server_end <= duty_end:
+            problems.append(f"question {index + 1} ({asks[index].describe()}) was left unanswered: the service hung up "
+                            f"{_at(obs, server_end)} without a word about it")
+        elif duty_end >= asked + bound - 1e-6:
+            problems.append(f"question {index + 1} ({asks[index].describe()}) got no answer and no explanation within "
+                            f"{bound:g} s (asked {_at(obs, asked)})")
+    return problems
+
+
+def progress_consistent(obs: CallObservation) -> list[str]:
+    """Progress counts never contradict each other or the final answer the caller hears."""
+    progress = progress_regex(obs.settings.phrases)
+    problems = []
+    last_answer_end = 0.0
+    for heard in obs.caller.heard:
+        final = brain.ANSWER_SFP.search(heard.text)
+        if not final or not (final.group("answered").isdigit() and final.group("total").isdigit()):
+            continue
+        answered, total = int(final.group("answered")), int(final.group("total"))
+        updates = [(h, m) for h in obs.caller.heard
+                   if last_answer_end <= h.start < heard.start and (m := progress.search(h.text))]
+        counts = []
+        for update, match in updates:
+            said, of = int(match.group("answered")), int(match.group("total"))
+            if of != total:
+                problems.append(f"progress {_at(obs, update.start)} said {said} of {of} routers, the answer says of {total}")
+            if said > answered:
+                problems.append(f"progress {_at(obs, update.start)} said {said} of {of} routers had answered, "
+                                f"the final answer says {answered}")
+            counts.append(said)
+        if counts != sorted(counts):
+            problems.append(f"progress counts went backwards: {counts}")
+        last_answer_end = heard.end
+    return problems
+
+
+def machine_total(obs: CallObservation) -> list[str]:
+    return [f"{_at(obs, line.at)}: {line.fields.get('error', line.message)}" for line in obs.logs if line.event == "call.bug"]
+
+
+def read_only(obs: CallObservation) -> list[str]:
+    problems = []
+    for name, router in obs.routers.items():
+        for at, words in router.journal:
+            try:
+                request = Request.parse(words)
+                if request.command not in SESSION_COMMANDS:
+                    check_allowed(request)
+            except (RouterOSProtocolError, CommandNotAllowed) as exc:
+                problems.append(f"router {name} received {words[:3]} {_at(obs, at)}: {exc}")
+    return problems
+
+
+def _faulty(obs: CallObservation) -> set[str]:
+    return {r.name for r in obs.scenario.routers if r.fault is not None}
+
+
+def answer_true(obs: CallObservation) -> list[str]:
+    """What the caller hears matches the routers: device counts, and who answered an SFP query."""
+    problems = []
+    settings, faulty = obs.settings, _faulty(obs)
+    latency = {r.name: r.latency_s for r in obs.scenario.routers}
+    deadline = min(settings.router_timeout_s, settings.query_timeout_s)
+    for heard in obs.caller.heard:
+        devices = brain.ANSWER_DEVICES.search(heard.text)
+        if devices and not devices.group("count").isdigit():
+            problems.append(f"{_at(obs, heard.start)} the caller heard a device count that is no number: {heard.text!r}")
+        elif devices:
+            name, count = devices.group("router"), int(devices.group("count"))
+            router = obs.routers.get(name)
+            if router is None:
+                problems.append(f"{_at(obs, heard.start)} the caller heard about a router {name!r} that does not exist")
+            elif name in faulty:
+                problems.append(f"{_at(obs, heard.start)} the caller heard {count} devices on {name}, which is down")
+            else:
+                bound = sum(1 for lease in router.leases if lease["status"] == "bound")
+                if count != bound:
+                    problems.append(f"{_at(obs, heard.start)} the caller heard {count} devices on {name}; it has {bound}")
+        sfp = brain.ANSWER_SFP.search(heard.text)
+        if sfp and not (sfp.group("answered").isdigit() and sfp.group("total").isdigit()):
+            problems.append(f"{_at(obs, heard.start)} the caller heard router counts that are no numbers: {heard.text!r}")
+        elif sfp:
+            answered, total = int(sfp.group("answered")), int(sfp.group("total"))
+            missing = set((sfp.group("missing") or "").replace(" y ", ", ").split(", ")) - {""}
+            asked = _asked_routers(obs, heard)
+            if asked is None:
+                continue
+            if total != len(asked):
+                problems.append(f"{_at(obs, heard.start)} the answer counts {total} routers; {len(asked)} were asked")
+            down = {r for r in asked if r in faulty}
+            if not down <= missing:
+                problems.append(f"{_at(obs, heard.start)} routers {sorted(down - missing)} were down, "
+                                f"yet not named among those that did not answer")
+            sure = {r for r in asked if r not in faulty and latency.get(r, 0.3) < deadline - DEADLINE_MARGIN_S}
+            if answered < len(sure) - len(missing & sure) or answered > len(asked) - len(down):
+                problems.append(f"{_at(obs, heard.start)} 'respondieron {answered} de {total}' does not match the fleet: "
+                                f"{len(asked) - len(down)} could answer, {len(sure)} surely did")
+    return problems
+
+
+def _asked_routers(obs: CallObservation, answer: Heard) -> list[str] | None:
+    """The routers of the SFP query whose answer this is (the last one started before it)."""
+    if obs.record is None:
+        return None
+    queries = [q for q in obs.record.queries if q.tool == "trafico_sfp" and q.started_at <= answer.start]
+    if not queries:
+        return None
+    return [r.name for r in queries[-1].per_router]
+
+
+INVARIANTS: tuple[Invariant, ...] = (
+    Invariant("call_ends", "the call reaches 'ended' and leaves no task, socket or router connection behind", call_ends),
+    Invariant("no_crash", "no simulator, service or call crashes, whatever a peer does", no_crash),
+    Invariant("one_output_per_call", "every function_call gets exactly one output (none only if the model left first)",
+              one_output_per_call),
+    Invariant("query_bounded", "no query outlives its deadline or the call", query_bounded),
+    Invariant("progress_cadence", "while a query runs the caller never hears more than progress_silence_s + 1.5 s "
+              "without speech", progress_cadence),
+    Invariant("answered_or_told", "every question is answered, or the caller hears why not — never silence",
+              answered_or_told),
+    Invariant("progress_consistent", "progress counts never contradict each other or the final answer",
+              progress_consistent),
+    Invariant("machine_total", "the call machine never receives an event it does not handle", machine_total),
+    Invariant("read_only", "no RouterOS word outside the read-only allowlist reaches a router", read_only),
+    Invariant("answer_true", "device counts and who answered match the routers' real state", answer_true),
+)
+
+
+def check(obs: CallObservation) -> dict[str, list[str]]:
+    """Every invariant's violations (only those with any)."""
+    found = {}
+    for invariant in INVARIANTS:
+        problems = invariant.check(obs)
+        if problems:
+            found[invariant.name] = problems
+    return found

@@ -1,0 +1,224 @@
+"""The scenario model: one phone call as a story of timed events, in plain frozen data.
+
+A ``Scenario`` says what the caller does (questions, interjections, how their silent line sounds,
+when they hang up), how each router behaves (latency, fault) and how the model service behaves
+(handshake refused, drops, goes silent, answers with errors). ``story()`` tells it in one line that
+a reviewer can read ("caller asks the SFP traffic of all routers; router 26.1 takes 40 s; caller
+hangs up at 12.3 s"), listing only what differs from a healthy, patient call. Pure: no I/O, no
+clock; ``world`` turns a scenario into a running call and ``strategies`` generates scenarios.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from mikrovoice.sim import brain
+from mikrovoice.sim.asterisk import CallerScript, Interjection, PressDigit, Question, Say
+
+#: The kinds of question a caller can ask; the tools answer the first three.
+ASK_KINDS = ("devices", "sfp_all", "sfp_some", "unknown_router", "nonsense")
+NONSENSE = (
+    "¿Qué hora es en Tokio?",
+    "Cuéntame un chiste de redes",
+    "¿Cuánto cuesta el plan de cien megas?",
+)
+#: Router faults beyond the simulator's own (sim.routeros.FAULTS): nothing listens at its address.
+UNREACHABLE = "unreachable"
+#: "The router was slow" in a story starts here.
+SLOW_S = 5.0
+
+
+def spoken_router(name: str) -> str:
+    """How a caller says a router's name: "152.1" -> "152 punto 1", "torre-norte" -> "torre norte"."""
+    text = re.sub(r"(\d)\.(\d)", r"\1 punto \2", name)
+    return re.sub(r"[_\-]+", " ", text).strip()
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One question, asked after the previous one was answered (or the caller's patience ran out)."""
+
+    kind: str  # one of ASK_KINDS
+    routers: tuple[str, ...] = ()  # devices / unknown_router: one name; sfp_some: one or more
+    variant: int = 0  # which wording (nonsense questions)
+    patience_s: float = 180.0  # how long the caller waits for an answer before moving on
+
+    def text(self) -> str:
+        if self.kind in ("devices", "unknown_router"):
+            return f"Dame la lista de dispositivos activos del router {spoken_router(self.routers[0])}"
+        if self.kind == "sfp_all":
+            return "Dame el tráfico de las interfaces SFP de todos los routers"
+        if self.kind == "sfp_some":
+            names = [spoken_router(r) for r in self.routers]
+            listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " y " + names[-1]
+            return f"Dame el tráfico SFP de los routers {listed}" if len(names) > 1 else f"Dame el tráfico SFP del router {listed}"
+        return NONSENSE[self.variant % len(NONSENSE)]
+
+    def expect(self) -> re.Pattern[str]:
+        """What answers it, or explains why there is no answer (the brain's own wording)."""
+        if self.kind == "devices":
+            return brain.ANSWER_DEVICES
+        if self.kind in ("sfp_all", "sfp_some"):
+            return brain.ANSWER_SFP
+        return brain.ANSWER_PROBLEM
+
+    def describe(self) -> str:
+        if self.kind == "devices":
+            return f"the active devices of {self.routers[0]}"
+        if self.kind == "sfp_all":
+            return "the SFP traffic of all routers"
+        if self.kind == "sfp_some":
+            return "the SFP traffic of " + ", ".join(self.routers)
+        if self.kind == "unknown_router":
+            return f"the active devices of an unknown router {self.routers[0]!r}"
+        return f"something no tool answers ({self.text()!r})"
+
+
+@dataclass(frozen=True)
+class Backchannel:
+    """A short "ajá" some time after finishing a question (typically while its query runs)."""
+
+    after_question: int
+    delay_s: float
+    word: str = "ajá"
+
+
+@dataclass(frozen=True)
+class BargeIn:
+    """The caller speaks over the assistant: ``delay_s`` after it starts speaking, following a question."""
+
+    after_question: int
+    delay_s: float
+    text: str = "Espera, espera, una cosa"
+
+
+@dataclass(frozen=True)
+class Digit:
+    after_question: int
+    delay_s: float
+    digit: str
+
+
+Interjections = Backchannel | BargeIn | Digit
+
+
+@dataclass(frozen=True)
+class RouterBehaviour:
+    name: str
+    latency_s: float = 0.3  # how long its data queries take
+    fault: str | None = None  # None, one of sim.routeros.FAULTS, or UNREACHABLE
+
+    def describe(self) -> str | None:
+        if self.fault == UNREACHABLE:
+            return f"router {self.name} is unreachable"
+        if self.fault == "hangs":
+            return f"router {self.name} accepts the connection and never answers"
+        if self.fault == "hangs_after_login":
+            return f"router {self.name} logs in and then never answers"
+        if self.fault == "drops_mid_query":
+            return f"router {self.name} drops the connection mid-query"
+        if self.fault == "refuses_login":
+            return f"router {self.name} refuses the login"
+        if self.latency_s >= SLOW_S:
+            return f"router {self.name} takes {self.latency_s:g} s"
+        return None
+
+
+@dataclass(frozen=True)
+class ModelBehaviour:
+    """How the Realtime service misbehaves (all None/empty: a healthy service)."""
+
+    handshake_status: int | None = None
+    stall_handshake: bool = False
+    drop_after_s: float | None = None
+    silent_after_s: float | None = None
+    refuse_creates: tuple[int, ...] = ()
+    refusal_echoes_event_id: bool = True
+    spurious_error_after_s: float | None = None
+
+    def describe(self) -> list[str]:
+        parts = []
+        if self.handshake_status is not None:
+            parts.append(f"the model service refuses the connection (HTTP {self.handshake_status})")
+        if self.stall_handshake:
+            parts.append("the model service accepts TCP and never completes the handshake")
+        if self.drop_after_s is not None:
+            parts.append(f"the model link drops at {self.drop_after_s:g} s")
+        if self.silent_after_s is not None:
+            parts.append(f"the model service goes silent (no pongs) at {self.silent_after_s:g} s")
+        if self.refuse_creates:
+            which = ", ".join(_ordinal(n) for n in self.refuse_creates)
+            echo = "" if self.refusal_echoes_event_id else " (error without event_id)"
+            parts.append(f"the model answers the {which} response.create with server_error{echo}")
+        if self.spurious_error_after_s is not None:
+            parts.append(f"the model sends an unprompted error at {self.spurious_error_after_s:g} s")
+        return parts
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'st' if n == 1 else 'nd' if n == 2 else 'rd' if n == 3 else 'th'}"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    asks: tuple[Ask, ...] = ()
+    interjections: tuple[Interjections, ...] = ()
+    silence: str = "noise"  # the caller's line while they are silent: "noise", "silence" or "no_frames"
+    hangup_at_s: float | None = None  # None: the caller hangs up after the conversation
+    uuid_bytes: int | None = None  # the caller hangs up after only this many bytes of the UUID message
+    routers: tuple[RouterBehaviour, ...] = ()
+    model: ModelBehaviour = field(default_factory=ModelBehaviour)
+    seed: int = 0  # call id and the routers' data
+
+    def script(self) -> CallerScript:
+        questions = tuple(Question(a.text(), _any_reply(a), a.patience_s) for a in self.asks)
+        interjections = []
+        for item in self.interjections:
+            if isinstance(item, Backchannel):
+                interjections.append(Interjection(item.after_question, item.delay_s, Say(item.word, "backchannel")))
+            elif isinstance(item, BargeIn):
+                interjections.append(Interjection(item.after_question, item.delay_s, Say(item.text, "barge_in"), over_speech=True))
+            else:
+                interjections.append(Interjection(item.after_question, item.delay_s, PressDigit(item.digit)))
+        return CallerScript(questions, tuple(interjections), silence=self.silence, hangup_at_s=self.hangup_at_s,
+                            uuid_bytes=self.uuid_bytes)
+
+    def story(self) -> str:
+        """The scenario in one readable line: only what differs from a healthy, patient call."""
+        parts = []
+        line = {"no_frames": "silent phone: no frames", "silence": "silence frames", "noise": "line noise"}[self.silence]
+        if self.uuid_bytes is not None:
+            parts.append(f"caller ({line}) hangs up after sending {self.uuid_bytes} of the UUID message's 19 bytes")
+        else:
+            asks = "; then ".join(_ask_story(a) for a in self.asks) or "nothing"
+            parts.append(f"caller ({line}) asks {asks}")
+        for item in self.interjections:
+            parts.append(_interjection_story(item))
+        parts += [d for d in (r.describe() for r in self.routers) if d]
+        parts += self.model.describe()
+        if self.hangup_at_s is not None and self.uuid_bytes is None:
+            parts.append(f"caller hangs up at {self.hangup_at_s:g} s")
+        return "; ".join(parts)
+
+
+def _any_reply(ask: Ask) -> str:
+    """The caller moves on when it hears the answer or any explanation of why there is none."""
+    patterns = (ask.expect(), brain.ANSWER_PROBLEM, brain.ANSWER_WAITING)
+    return "|".join(f"(?:{re.sub(r'[(][?]P<[a-z_]+>', '(', p.pattern)})" for p in patterns)
+
+
+def _ask_story(ask: Ask) -> str:
+    text = ask.describe()
+    if ask.patience_s < 60:
+        text += f" (waits at most {ask.patience_s:g} s)"
+    return text
+
+
+def _interjection_story(item: Interjections) -> str:
+    if isinstance(item, Backchannel):
+        return f"caller says {item.word!r} {item.delay_s:g} s after question {item.after_question + 1}"
+    if isinstance(item, BargeIn):
+        return (f"caller speaks over the assistant ({item.text!r}) {item.delay_s:g} s into its first reply "
+                f"after question {item.after_question + 1}")
+    return f"caller presses {item.digit} {item.delay_s:g} s after question {item.after_question + 1}"

@@ -1,0 +1,120 @@
+"""Hypothesis strategies for scenarios, shaped by the operator's configuration.
+
+``scenarios(settings)`` draws calls over the configured router inventory and timings: questions
+about real routers (and unknown ones, and nonsense), interjections, how the caller's silent line
+sounds, hang-ups at any moment, router latencies around the configured deadlines and router
+faults, and model-service faults. Every choice lists its simplest option first and times are
+tenths of a second, so Hypothesis shrinks a failure to a short, readable story: a healthy,
+patient caller asking one thing, with only the events that matter left in.
+"""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from mikrovoice.config import Settings
+from mikrovoice.sim.routeros import FAULTS
+from mikrovoice.simulation.scenario import (
+    NONSENSE,
+    UNREACHABLE,
+    Ask,
+    Backchannel,
+    BargeIn,
+    Digit,
+    Interjections,
+    ModelBehaviour,
+    RouterBehaviour,
+    Scenario,
+)
+
+BACKCHANNELS = ("ajá", "sí", "mmm", "ok")
+DTMF = "0123456789*#"
+
+
+def tenths(low: float, high: float) -> st.SearchStrategy[float]:
+    """Seconds with one decimal: shrink to round numbers, print as a person would say them."""
+    return st.integers(round(low * 10), round(high * 10)).map(lambda n: n / 10)
+
+
+def unknown_name(names: tuple[str, ...]) -> str:
+    for candidate in ("999.9", "998.8", "997.7"):
+        if candidate not in names:
+            return candidate
+    return "router-que-no-existe"
+
+
+def asks(names: tuple[str, ...], settings: Settings) -> st.SearchStrategy[Ask]:
+    patient = settings.query_timeout_s + settings.connect_timeout_s + 60.0
+    patience = st.one_of(st.just(patient), tenths(3.0, settings.query_timeout_s))
+    router = st.sampled_from(names)
+    return st.one_of(
+        st.builds(lambda r, p: Ask("devices", (r,), patience_s=p), router, patience),
+        st.builds(lambda p: Ask("sfp_all", patience_s=p), patience),
+        st.builds(lambda rs, p: Ask("sfp_some", tuple(rs), patience_s=p),
+                  st.lists(router, min_size=1, max_size=min(3, len(names)), unique=True), patience),
+        st.builds(lambda p: Ask("unknown_router", (unknown_name(names),), patience_s=p), patience),
+        st.builds(lambda v, p: Ask("nonsense", variant=v, patience_s=p), st.integers(0, len(NONSENSE) - 1), patience),
+    )
+
+
+def interjection(question_count: int) -> st.SearchStrategy[Interjections]:
+    after = st.integers(0, max(0, question_count - 1))
+    return st.one_of(
+        st.builds(Backchannel, after, tenths(0.5, 30.0), st.sampled_from(BACKCHANNELS)),
+        st.builds(BargeIn, after, tenths(0.2, 4.0)),
+        st.builds(Digit, after, tenths(0.5, 30.0), st.sampled_from(DTMF)),
+    )
+
+
+def router_behaviour(name: str, settings: Settings) -> st.SearchStrategy[RouterBehaviour]:
+    beyond = max(settings.router_timeout_s, settings.query_timeout_s) + 30.0
+    latency = st.one_of(
+        tenths(0.1, 3.0),  # most routers answer at once
+        tenths(5.0, beyond),  # slow, around and past the deadlines
+    )
+    fault = st.one_of(st.none(), st.sampled_from((*FAULTS, UNREACHABLE)))
+    return st.builds(RouterBehaviour, st.just(name), latency, fault)
+
+
+def model_behaviour(horizon_s: float) -> st.SearchStrategy[ModelBehaviour]:
+    at = tenths(0.0, horizon_s)
+    return st.one_of(
+        st.just(ModelBehaviour()),
+        st.builds(lambda s: ModelBehaviour(handshake_status=s), st.sampled_from((401, 403, 404, 429, 500, 503))),
+        st.just(ModelBehaviour(stall_handshake=True)),
+        st.builds(lambda t: ModelBehaviour(drop_after_s=t), at),
+        st.builds(lambda t: ModelBehaviour(silent_after_s=t), at),
+        st.builds(lambda ks, echo: ModelBehaviour(refuse_creates=tuple(sorted(ks)), refusal_echoes_event_id=echo),
+                  st.sets(st.integers(1, 8), min_size=1, max_size=3), st.booleans()),
+        st.builds(lambda t: ModelBehaviour(spurious_error_after_s=t), at),
+    )
+
+
+@st.composite
+def scenarios(draw: st.DrawFn, settings: Settings) -> Scenario:
+    names = tuple(r.name for r in settings.routers)
+    if not names:
+        raise ValueError("a simulation needs at least one [[router]] in the configuration")
+    questions = tuple(draw(st.lists(asks(names, settings), min_size=1, max_size=3)))
+    interjections = tuple(draw(st.lists(interjection(len(questions)), max_size=3)))
+    silence = draw(st.sampled_from(("noise", "no_frames", "silence")))
+    horizon = settings.query_timeout_s + 30.0
+    hangup = draw(st.one_of(st.none(), tenths(0.0, horizon)))
+    uuid_bytes = draw(st.one_of(st.none(), st.integers(0, 18)))
+    # Routers draw their behaviour only if some question can reach them; the rest stay healthy.
+    reachable = _reachable(questions, names)
+    routers = tuple(draw(router_behaviour(name, settings)) if name in reachable else RouterBehaviour(name)
+                    for name in names)
+    model = draw(model_behaviour(horizon))
+    seed = draw(st.integers(0, 2**16))
+    return Scenario(questions, interjections, silence, hangup, uuid_bytes, routers, model, seed)
+
+
+def _reachable(questions: tuple[Ask, ...], names: tuple[str, ...]) -> set[str]:
+    reachable: set[str] = set()
+    for ask in questions:
+        if ask.kind == "sfp_all":
+            return set(names)
+        if ask.kind in ("devices", "sfp_some"):
+            reachable.update(ask.routers)
+    return reachable

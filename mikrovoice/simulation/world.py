@@ -1,0 +1,211 @@
+"""The world of one simulated call: the production service between the three simulators, on one clock.
+
+``run_scenario`` builds an in-memory network (``network.MemoryNetwork``) holding a RouterOS
+simulator per router of the operator's inventory (same names and aliases, the scenario's latencies
+and faults), a Realtime simulator (the scenario's faults), and the production ``CallService`` with
+the operator's settings; then the Asterisk stand-in dials the service and acts the scenario's
+script. The same bytes cross the same codecs as in production; only the kernel is missing. When
+the caller is done, the world waits for the service to end the call and for every connection to
+close, then returns a ``CallObservation`` with everything the invariants judge. ``simulate_call``
+runs it on a virtual clock (``clock.EventClock``: a minute of call in a fraction of a second),
+deterministically.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import Any
+
+import trio
+
+from mikrovoice.call.prompts import Prompts
+from mikrovoice.call.session import CallRecord
+from mikrovoice.config import RouterConfig, Settings
+from mikrovoice.logs import CallIdFilter
+from mikrovoice.service import CallService, ServiceStats
+from mikrovoice.sim import voice
+from mikrovoice.sim.asterisk import AsteriskCaller, CallReport
+from mikrovoice.sim.realtime import ModelFaults, ModelLedger, SimModelConfig, serve_model_stream
+from mikrovoice.sim.routeros import SimRouter, make_router, serve_router_stream
+from mikrovoice.simulation.clock import EventClock
+from mikrovoice.simulation.network import Connection, MemoryNetwork
+from mikrovoice.simulation.scenario import UNREACHABLE, Scenario
+
+MODEL_HOST = "realtime.sim"
+ROUTER_USER = "mikrovoice-ro"
+ROUTER_PASSWORD = "sim-router-secret"
+API_KEY = "sk-sim-secret"
+#: After the caller hangs up, the service must have ended the call within this long.
+END_GRACE_S = 5.0
+#: After the call ended, every connection of every peer must be closed within this long.
+SETTLE_S = 10.0
+#: No call may last longer than this (the caller's own patience ends every script well before).
+HORIZON_S = 3600.0
+
+
+@dataclass(frozen=True)
+class LogLine:
+    at: float
+    level: int
+    logger: str
+    event: str
+    fields: dict[str, Any]
+    call_id: str
+    message: str
+
+
+@dataclass
+class CallObservation:
+    """Everything one simulated call did, as each party saw it."""
+
+    scenario: Scenario
+    settings: Settings
+    caller: CallReport
+    record: CallRecord | None  # the service's record of the call (None: no call was accepted)
+    ledger: ModelLedger
+    routers: dict[str, SimRouter]
+    connections: list[Connection]
+    logs: list[LogLine]
+    started_at: float  # virtual time the caller dialled
+    caller_done_at: float = 0.0
+    call_ended_in_time: bool = True  # the service ended the call within END_GRACE_S of the caller's end
+    settled_at: float = 0.0
+    wall_s: float = 0.0
+    crashes: list[str] = field(default_factory=list)
+
+    @property
+    def simulated_s(self) -> float:
+        return self.settled_at - self.started_at
+
+    def t(self, at: float) -> float:
+        """A virtual time as seconds since the caller dialled."""
+        return at - self.started_at
+
+
+class _Capture(logging.Handler):
+    def __init__(self, into: list[LogLine]) -> None:
+        super().__init__(logging.INFO)
+        self.into = into
+        self.addFilter(CallIdFilter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            now = trio.current_time()
+        except RuntimeError:
+            return
+        self.into.append(LogLine(now, record.levelno, record.name, getattr(record, "event", ""),
+                                 dict(getattr(record, "fields", {})), getattr(record, "call_id", "-"),
+                                 record.getMessage()))
+
+
+def simulated_settings(settings: Settings) -> Settings:
+    """The operator's settings with every peer replaced by a simulator of the same shape."""
+    routers = tuple(
+        RouterConfig(r.name, f"10.{(i >> 8) & 0xFF}.{i & 0xFF}.1", 8728, ROUTER_USER, ROUTER_PASSWORD, r.aliases)
+        for i, r in enumerate(settings.routers)
+    )
+    return replace(settings, routers=routers, api_key=API_KEY,
+                   realtime_url=f"ws://{MODEL_HOST}/v1/realtime?model={settings.model}")
+
+
+def build_fleet(scenario: Scenario, settings: Settings) -> dict[str, SimRouter]:
+    """One simulated router per configured router: seeded data, the scenario's latency and fault."""
+    behaviour = {r.name: r for r in scenario.routers}
+    fleet = {}
+    for config in settings.routers:
+        b = behaviour.get(config.name)
+        router = make_router(config.name, random.Random(f"{scenario.seed}-{config.name}"),
+                             b.latency_s if b else 0.3, ROUTER_USER, ROUTER_PASSWORD)
+        if b and b.fault and b.fault != UNREACHABLE:
+            router.fault = b.fault
+        fleet[config.name] = router
+    return fleet
+
+
+async def run_scenario(scenario: Scenario, operator_settings: Settings) -> CallObservation:
+    settings = simulated_settings(operator_settings)
+    logs: list[LogLine] = []
+    capture = _Capture(logs)
+    root = logging.getLogger("mikrovoice")
+    previous_level = root.level
+    root.addHandler(capture)
+    root.setLevel(logging.INFO)
+    try:
+        return await _run(scenario, settings, logs)
+    finally:
+        root.removeHandler(capture)
+        root.setLevel(previous_level)
+
+
+async def _run(scenario: Scenario, settings: Settings, logs: list[LogLine]) -> CallObservation:
+    fleet = build_fleet(scenario, settings)
+    unreachable = {r.name for r in scenario.routers if r.fault == UNREACHABLE}
+    ledger = ModelLedger()
+    stats = ServiceStats()
+    async with trio.open_nursery() as world:
+        net = MemoryNetwork(world)
+        for config in settings.routers:
+            if config.name not in unreachable:
+                net.listen(config.host, config.port, partial(serve_router_stream, fleet[config.name]),
+                           f"router {config.name}")
+        faults = ModelFaults(
+            handshake_status=scenario.model.handshake_status,
+            stall_handshake=scenario.model.stall_handshake,
+            drop_after_s=scenario.model.drop_after_s,
+            silent_after_s=scenario.model.silent_after_s,
+            refuse_creates=frozenset(scenario.model.refuse_creates),
+            refusal_echoes_event_id=scenario.model.refusal_echoes_event_id,
+            spurious_error_after_s=scenario.model.spurious_error_after_s,
+        )
+        model_config = SimModelConfig(api_key=API_KEY, faults=faults)
+        net.listen(MODEL_HOST, 80, partial(serve_model_stream, config=model_config, ledger=ledger), "model")
+        # In the simulated world every voice is the tone voice, the recorded prompt included.
+        prompts = Prompts(model_unavailable=voice.speak(settings.phrases.model_unavailable))
+        service = CallService(settings, stats, dial=net.dial, prompts=prompts)
+        net.listen(*settings.listen, service.handle, "mikrovoice")
+
+        caller = AsteriskCaller(scenario.script(), call_id=uuid.UUID(int=random.Random(scenario.seed).getrandbits(128),
+                                                                      version=4), seed=scenario.seed)
+        observation = CallObservation(scenario, settings, caller.report, None, ledger, fleet, net.connections, logs,
+                                      started_at=trio.current_time())
+        with trio.move_on_after(HORIZON_S):
+            await caller.call(*settings.listen, dial=net.dial)
+        observation.caller_done_at = trio.current_time()
+        if stats.calls:
+            observation.record = stats.calls[0]
+            with trio.move_on_after(END_GRACE_S):
+                await stats.calls[0].finished.wait()
+            observation.call_ended_in_time = stats.calls[0].ended
+        with trio.move_on_after(SETTLE_S):
+            await net.wait_settled()
+        observation.settled_at = trio.current_time()
+        observation.crashes = [f"{c.service}: {c.crash}" for c in net.connections if c.crash]
+        world.cancel_scope.cancel()
+    return observation
+
+
+def _seed_scheduler(seed: int) -> None:
+    """Make Trio's choice among simultaneously runnable tasks depend only on ``seed``.
+
+    Trio shuffles each batch of runnable tasks with a module-level ``random.Random`` (and makes
+    that order deterministic under Hypothesis, which seeds it per example). Outside Hypothesis
+    we seed it ourselves so that the same scenario replays the same interleaving.
+    """
+    scheduler_random = getattr(trio._core._run, "_r", None)  # noqa: SLF001 - see docstring
+    if isinstance(scheduler_random, random.Random):
+        scheduler_random.seed(seed)
+
+
+def simulate_call(scenario: Scenario, settings: Settings, *, seed_scheduler: bool = True) -> CallObservation:
+    """Run one scenario to its end on Trio's virtual clock (in its own ``trio.run``)."""
+    if seed_scheduler:
+        _seed_scheduler(scenario.seed)
+    start = time.perf_counter()
+    observation = trio.run(run_scenario, scenario, settings, clock=EventClock())
+    observation.wall_s = time.perf_counter() - start
+    return observation
