@@ -414,8 +414,7 @@ class CallSession:
             self.handle(_DONE_EVENTS.get(kind, "turn_done"))
         elif isinstance(e, rt.SpeechStarted):
             self.caller_speaking = True
-            truncation = self.playout.flush()
-            if truncation is not None:
+            for truncation in self.playout.flush():
                 event(log, "call.barge_in", item=truncation.item_id, heard_ms=truncation.played_ms)
                 self.link.send(rt.client_truncate(truncation.item_id, truncation.played_ms))
             self._send_gated(self.gate.hold(True))

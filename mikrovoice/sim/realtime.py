@@ -604,6 +604,7 @@ class SimRealtimeSession:
         self.new_outputs: list[tuple[str, str]] = []
         self.user_text: str | None = None
         self.items: dict[str, int] = {}  # assistant audio item -> ms of audio
+        self._item_turns: dict[str, tuple[_Response, Turn]] = {}  # assistant audio item -> what it said
         self.conversation: dict[str, dict[str, Any]] = {}  # item id -> item
         self.creates = 0
         self.silenced = False
@@ -850,6 +851,11 @@ class SimRealtimeSession:
             raise ClientError("invalid_value", f"Item '{item_id}' has no assistant audio.", "item_id")
         if end_ms > self.items[item_id]:
             raise ClientError("invalid_value", f"audio_end_ms {end_ms} is past the item's {self.items[item_id]} ms.", "audio_end_ms")
+        spoken = self._item_turns.get(item_id)
+        if spoken is not None and end_ms < self.items[item_id] and spoken[0].id not in self.running:
+            # The response was complete, but the caller heard only part of it: to the model, as
+            # to a person, the answer was interrupted (a running response is cancelled instead).
+            self.model.cancelled(spoken[1], reason="turn_detected", call_issued=True)
         await self.send({"type": "conversation.item.truncated", "item_id": item_id, "content_index": 0, "audio_end_ms": end_ms})
 
     async def _on_conversation_item_delete(self, payload: dict[str, Any]) -> None:
@@ -1061,6 +1067,7 @@ class SimRealtimeSession:
         self.items[item["id"]] = 0
         if not response.out_of_band:
             self.conversation[item["id"]] = item
+            self._item_turns[item["id"]] = (response, response.turn)
         sent_words = 0
         for i in range(chunks):
             chunk = audio[i * _CHUNK_BYTES : (i + 1) * _CHUNK_BYTES]

@@ -132,12 +132,8 @@ def hear(pcm: bytes | bytearray | memoryview) -> str:
     return " ".join(text for _, _, text in utterances)
 
 
-def hear_all(pcm: bytes | bytearray | memoryview) -> list[tuple[float, float, str]]:
-    """Decode every utterance in PCM whose blocks are aligned to 20 ms from its first sample.
-
-    Returns ``(start_s, end_s, text)`` per utterance, times relative to the start of ``pcm``.
-    Silent blocks are skipped; a utterance with broken framing or UTF-8 raises.
-    """
+def _loud_symbols(pcm: bytes | bytearray | memoryview) -> list[tuple[int, int]]:
+    """(block index, symbol) of every block loud enough to be speech, in order."""
     samples = _samples(pcm)
     count = samples.size // BLOCK
     blocks = samples[: count * BLOCK].reshape(count, BLOCK).astype(np.float64)
@@ -145,10 +141,19 @@ def hear_all(pcm: bytes | bytearray | memoryview) -> list[tuple[float, float, st
     # sqrt round correctly, so this is bit for bit the RMS that block_rms (and the original) gives.
     rms = np.sqrt(np.einsum("ij,ij->i", blocks, blocks) / BLOCK)
     loud = np.flatnonzero(~(rms < SPEECH_RMS))
+    return list(zip(loud.tolist(), _symbols(blocks[loud], rms[loud]), strict=True))
+
+
+def hear_all(pcm: bytes | bytearray | memoryview) -> list[tuple[float, float, str]]:
+    """Decode every utterance in PCM whose blocks are aligned to 20 ms from its first sample.
+
+    Returns ``(start_s, end_s, text)`` per utterance, times relative to the start of ``pcm``.
+    Silent blocks are skipped; a utterance with broken framing or UTF-8 raises.
+    """
     found: list[tuple[float, float, str]] = []
     body: list[int] | None = None
     start = 0
-    for index, symbol in zip(loud.tolist(), _symbols(blocks[loud], rms[loud]), strict=True):
+    for index, symbol in _loud_symbols(pcm):
         if body is None:
             if symbol != _START:
                 raise UnintelligibleSpeech(f"speech without a start tone at {index * BLOCK / RATE:.2f} s")
@@ -167,15 +172,10 @@ def hear_lenient(pcm: bytes | bytearray | memoryview) -> list[tuple[float, float
     """Like ``hear_all``, but what cannot be decoded becomes ``(start_s, end_s, None)`` and decoding
     goes on: an utterance cut short (a new start tone before its end tone), speech without a start
     tone, a broken symbol sequence. A listener hears the words around a cut, as a person would."""
-    samples = _samples(pcm)
-    count = samples.size // BLOCK
-    blocks = samples[: count * BLOCK].reshape(count, BLOCK).astype(np.float64)
-    rms = np.sqrt(np.einsum("ij,ij->i", blocks, blocks) / BLOCK)
-    loud = np.flatnonzero(~(rms < SPEECH_RMS))
     found: list[tuple[float, float, str | None]] = []
     body: list[int] | None = None
     start = noise = last = -1
-    for index, symbol in zip(loud.tolist(), _symbols(blocks[loud], rms[loud]), strict=True):
+    for index, symbol in _loud_symbols(pcm):
         if symbol == _START:
             if body is not None or noise >= 0:
                 found.append(((start if body is not None else noise) * BLOCK / RATE, (last + 1) * BLOCK / RATE, None))

@@ -83,7 +83,8 @@ def one_output_per_call(obs: CallObservation) -> list[str]:
                 problems.append(f"function call {call.name} ({call_id}) got {len(call.outputs)} outputs")
             if call.outputs:
                 continue
-            ended = session.ended_at
+            # A server that went silent received nothing more: for outputs, its session ended then.
+            ended = min((t for t in (session.ended_at, session.silenced_at) if t is not None), default=None)
             record = sent_by_service.get(call_id)
             query = next((q for q in obs.record.queries if q.call_id == call_id), None) if obs.record else None
             # No output is right only if the session ended before the service had one to give.
@@ -211,20 +212,32 @@ def answered_or_told(obs: CallObservation) -> list[str]:
 
 
 def progress_consistent(obs: CallObservation) -> list[str]:
-    """Progress counts never contradict each other or the final answer the caller hears."""
+    """Progress counts never contradict each other or the final answer the caller hears.
+
+    Each SFP query's updates are those heard from its start until its answer: the first
+    "Respondieron A de T" heard after it ended (and before the next query began). A query whose
+    answer the caller never heard (they hung up, or spoke over it) is not judged here."""
+    if obs.record is None:
+        return []
     progress = progress_regex(obs.settings.phrases)
+    queries = [q for q in obs.record.queries if q.tool == "trafico_sfp" and q.ended_at is not None]
     problems = []
-    last_answer_end = 0.0
-    for heard in obs.caller.heard:
-        final = brain.ANSWER_SFP.search(heard.text)
-        if not final or not (final.group("answered").isdigit() and final.group("total").isdigit()):
+    for index, query in enumerate(queries):
+        assert query.ended_at is not None
+        before = queries[index + 1].started_at if index + 1 < len(queries) else float("inf")
+        finals = [(h, m) for h in obs.caller.heard if query.ended_at <= h.start < before
+                  and (m := brain.ANSWER_SFP.search(h.text)) and m.group("answered").isdigit()
+                  and m.group("total").isdigit()]
+        if not finals:
             continue
-        answered, total = int(final.group("answered")), int(final.group("total"))
-        updates = [(h, m) for h in obs.caller.heard
-                   if last_answer_end <= h.start < heard.start and (m := progress.search(h.text))]
+        final, match = finals[0]
+        answered, total = int(match.group("answered")), int(match.group("total"))
         counts = []
-        for update, match in updates:
-            said, of = int(match.group("answered")), int(match.group("total"))
+        for update in obs.caller.heard:
+            said_match = progress.search(update.text)
+            if not said_match or not query.started_at <= update.start < final.start:
+                continue
+            said, of = int(said_match.group("answered")), int(said_match.group("total"))
             if of != total:
                 problems.append(f"progress {_at(obs, update.start)} said {said} of {of} routers, the answer says of {total}")
             if said > answered:
@@ -233,7 +246,6 @@ def progress_consistent(obs: CallObservation) -> list[str]:
             counts.append(said)
         if counts != sorted(counts):
             problems.append(f"progress counts went backwards: {counts}")
-        last_answer_end = heard.end
     return problems
 
 

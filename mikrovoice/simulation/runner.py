@@ -23,7 +23,7 @@ from hypothesis import settings as hypothesis_settings
 
 from mikrovoice.config import Settings
 from mikrovoice.simulation import invariants
-from mikrovoice.simulation.invariants import INVARIANTS, longest_silence, query_windows
+from mikrovoice.simulation.invariants import INVARIANTS, Invariant, longest_silence, query_windows
 from mikrovoice.simulation.report import call_timeline, progress_regex, text_timeline
 from mikrovoice.simulation.scenario import Scenario
 from mikrovoice.simulation.strategies import scenarios
@@ -133,21 +133,29 @@ def _hypothesis(max_examples: int, phases: tuple[Phase, ...]) -> hypothesis_sett
 
 
 def shrink_failure(
-    settings: Settings, calls: int, run_seed: int, check: Callable[[CallObservation], list[str]],
-    budget_s: float = SHRINK_BUDGET_S,
+    settings: Settings, calls: int, run_seed: int, invariant: Invariant,
+    surveyed: dict[Scenario, frozenset[str]] | None = None, budget_s: float = SHRINK_BUDGET_S,
 ) -> Scenario | None:
-    """The smallest scenario that fails ``check``, found as the survey found it (same seed, same
-    sequence of calls up to the first failure), then shrunk by Hypothesis within ``budget_s``."""
+    """The smallest scenario that breaks ``invariant``, found as the survey found it (same seed,
+    same sequence of calls up to the first failure: ``surveyed`` holds what each call broke, so
+    they are not simulated again), then shrunk by Hypothesis within ``budget_s``."""
+    surveyed = surveyed or {}
     failing: set[Scenario] = set()
     deadline = time.perf_counter() + budget_s
+
+    def breaks(scenario: Scenario) -> bool:
+        if scenario in surveyed:
+            return invariant.name in surveyed[scenario]
+        # Out of time, only stories already known to fail still fail, so shrinking settles.
+        if time.perf_counter() > deadline and failing:
+            return False
+        return bool(invariant.check(simulate_call(scenario, settings)))
 
     @seed(run_seed)
     @_hypothesis(calls, (Phase.generate, Phase.shrink))
     @given(scenarios(settings))
     def hunt(scenario: Scenario) -> None:
-        # Out of time, only stories already known to fail still fail, so shrinking settles.
-        out_of_time = time.perf_counter() > deadline and bool(failing)
-        if scenario in failing or (not out_of_time and check(simulate_call(scenario, settings))):
+        if scenario in failing or breaks(scenario):
             failing.add(scenario)
             raise _Violated(scenario)
 
@@ -181,6 +189,7 @@ def simulate(
     summary = RunSummary(run_seed)
     strategy = scenarios(settings)
     first_failure: dict[str, Scenario] = {}
+    surveyed: dict[Scenario, frozenset[str]] = {}
     started = time.perf_counter()
 
     @seed(run_seed)
@@ -189,6 +198,7 @@ def simulate(
     def survey(scenario: Scenario) -> None:
         obs = simulate_call(scenario, settings)
         found = invariants.check(obs)
+        surveyed[scenario] = frozenset(found)
         for name in found:
             first_failure.setdefault(name, scenario)
         stats = call_stats(obs, found)
@@ -203,7 +213,7 @@ def simulate(
         scenario, shrunk = first_failure[invariant.name], False
         if shrink:
             on_phase(f"shrink {invariant.name}")
-            smaller = shrink_failure(settings, calls, run_seed, invariant.check)
+            smaller = shrink_failure(settings, calls, run_seed, invariant, surveyed)
             if smaller is not None:
                 scenario, shrunk = smaller, True
         obs = simulate_call(scenario, settings)

@@ -77,16 +77,21 @@ class Playout:
             self._frames.append((item_id, bytes(buffer) + bytes(SLIN8_FRAME_BYTES - len(buffer))))
         self._partial = None
 
-    def flush(self) -> Truncation | None:
-        """Barge-in: drop everything queued; say how much of the interrupted item was heard."""
-        interrupted = self._current_item if self.speaking else None
-        if self._frames:
-            interrupted = self._frames[0][0]
+    def flush(self) -> list[Truncation]:
+        """Barge-in: drop everything queued; say how much of each dropped item was heard.
+
+        The item being played was heard up to ``played_ms``; items queued behind it (a report
+        that arrived during the preamble) were not heard at all (0 ms): the model must be told
+        of each, or it believes the caller heard an answer they never did."""
+        dropped = [self._current_item] if self.speaking and self._current_item is not None else []
+        for item_id, _ in self._frames:
+            if item_id not in dropped:
+                dropped.append(item_id)
+        if self._partial is not None and self._partial[0] not in dropped:
+            dropped.append(self._partial[0])
         self._frames.clear()
         self._partial = None
-        if interrupted is None:
-            return None
-        return Truncation(interrupted, self._played_ms.get(interrupted, 0))
+        return [Truncation(item_id, self._played_ms.get(item_id, 0)) for item_id in dropped]
 
     def _next_frame(self) -> bytes:
         if self._frames:

@@ -424,3 +424,21 @@ def test_clean_and_companded_speech_never_needs_the_exact_decoder(monkeypatch: p
     monkeypatch.setattr(voice, "_exact_symbol", unexpected)
     for audio in (pcm, g711.ulaw_to_slin(g711.slin_to_ulaw(pcm))):
         assert voice.hear(audio) == ref_hear(audio)
+
+
+def test_a_lenient_listener_hears_the_words_around_a_cut() -> None:
+    whole = voice.speak("Respondieron 12 de 12 routers.")
+    cut = whole[: len(whole) // 2]  # an answer cut off mid-word, e.g. by a barge-in flush
+    farewell = voice.speak("Lo siento, el asistente no está disponible.")
+    gap = bytes(320 * 5)
+    heard = voice.hear_lenient(cut + farewell + gap + whole)
+    assert [text for _, _, text in heard] == [None, "Lo siento, el asistente no está disponible.",
+                                              "Respondieron 12 de 12 routers."]
+    assert heard[0][0] == 0.0 and heard[1][0] == len(cut) / 16000
+    with pytest.raises(voice.UnintelligibleSpeech):
+        voice.hear_all(cut + farewell)  # the strict decoder gives up on the whole stretch
+    # On clean speech both decoders agree; noise before speech is reported, not fatal.
+    clean = whole + gap + farewell
+    assert voice.hear_lenient(clean) == voice.hear_all(clean)
+    loud_noise = voice.speak("x")[320 * 2 : 320 * 3]  # a lone symbol block: speech without a start tone
+    assert voice.hear_lenient(loud_noise + gap + whole)[0][2] is None

@@ -55,6 +55,10 @@ async def test_flush_reports_what_the_caller_heard(autojump_clock: trio.testing.
     playout = Playout(on_speaking_change=speaking.append)
     playout.enqueue("a", bytes(320 * 10))
     await record(playout, 0.07)  # frames at 0, 20, 40, 60 ms
-    truncation = playout.flush()
-    assert truncation is not None and (truncation.item_id, truncation.played_ms) == ("a", 80)
+    playout.enqueue("b", bytes(320 * 10))  # the report arrived while "a" (the preamble) played
+    playout.enqueue("c", bytes(100))  # and the start of a third item, not yet a whole frame
+    truncations = playout.flush()
+    assert [(t.item_id, t.played_ms) for t in truncations] == [("a", 80), ("b", 0), ("c", 0)]
     assert playout.queued_s == 0 and speaking == [True]
+    await record(playout, 0.01)  # the next frame is silence: nothing is left to drop
+    assert playout.flush() == [] and speaking == [True, False]
