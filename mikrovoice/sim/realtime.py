@@ -604,7 +604,8 @@ class SimRealtimeSession:
         self.new_outputs: list[tuple[str, str]] = []
         self.user_text: str | None = None
         self.items: dict[str, int] = {}  # assistant audio item -> ms of audio
-        self._item_turns: dict[str, tuple[_Response, Turn]] = {}  # assistant audio item -> what it said
+        self._item_responses: dict[str, _Response] = {}  # assistant audio item -> the response that said it
+        self._last_interrupted = -1  # creation order of the latest response cut short
         self.conversation: dict[str, dict[str, Any]] = {}  # item id -> item
         self.creates = 0
         self.silenced = False
@@ -842,6 +843,13 @@ class SimRealtimeSession:
         await self.send({"type": "conversation.item.added", "previous_item_id": None, "item": item})
         await self.send({"type": "conversation.item.done", "previous_item_id": None, "item": item})
 
+    def _interrupted(self, response: _Response, reason: str, call_issued: bool) -> None:
+        """Tell the model a response of the conversation was cut: the latest one cut is what it resumes."""
+        order = list(self.log.responses).index(response.id)
+        if order >= self._last_interrupted:
+            self._last_interrupted = order
+            self.model.cancelled(response.turn, reason=reason, call_issued=call_issued)
+
     async def _on_conversation_item_truncate(self, payload: dict[str, Any]) -> None:
         _obj(payload, "", {"type", "event_id", "item_id", "content_index", "audio_end_ms"})
         item_id = _str(_required(payload, "item_id", ""), "item_id")
@@ -851,11 +859,11 @@ class SimRealtimeSession:
             raise ClientError("invalid_value", f"Item '{item_id}' has no assistant audio.", "item_id")
         if end_ms > self.items[item_id]:
             raise ClientError("invalid_value", f"audio_end_ms {end_ms} is past the item's {self.items[item_id]} ms.", "audio_end_ms")
-        spoken = self._item_turns.get(item_id)
-        if spoken is not None and end_ms < self.items[item_id] and spoken[0].id not in self.running:
+        spoken = self._item_responses.get(item_id)
+        if spoken is not None and end_ms < self.items[item_id] and self.log.responses[spoken.id].status == "completed":
             # The response was complete, but the caller heard only part of it: to the model, as
-            # to a person, the answer was interrupted (a running response is cancelled instead).
-            self.model.cancelled(spoken[1], reason="turn_detected", call_issued=True)
+            # to a person, the answer was interrupted (one cancelled mid-way was told already).
+            self._interrupted(spoken, "turn_detected", call_issued=True)
         await self.send({"type": "conversation.item.truncated", "item_id": item_id, "content_index": 0, "audio_end_ms": end_ms})
 
     async def _on_conversation_item_delete(self, payload: dict[str, Any]) -> None:
@@ -1045,7 +1053,7 @@ class SimRealtimeSession:
                 if item["status"] == "in_progress":
                     item["status"] = "incomplete"
             if not response.out_of_band:
-                self.model.cancelled(turn, reason=reason, call_issued=response.call_issued)
+                self._interrupted(response, reason, response.call_issued)
         await self.send({"type": "response.done", "response": body})
 
     def _response_body(self, response: _Response, status: str) -> dict[str, Any]:
@@ -1067,7 +1075,7 @@ class SimRealtimeSession:
         self.items[item["id"]] = 0
         if not response.out_of_band:
             self.conversation[item["id"]] = item
-            self._item_turns[item["id"]] = (response, response.turn)
+            self._item_responses[item["id"]] = response
         sent_words = 0
         for i in range(chunks):
             chunk = audio[i * _CHUNK_BYTES : (i + 1) * _CHUNK_BYTES]

@@ -1,0 +1,46 @@
+"""Stories the simulations shrank out of thousands of calls, kept as regressions: each broke a promise once."""
+
+import pytest
+
+from mikrovoice.sim import brain
+from mikrovoice.simulation import invariants
+from mikrovoice.simulation.console import default_settings
+from mikrovoice.simulation.scenario import Ask, Backchannel, ModelBehaviour, RouterBehaviour, Scenario
+from mikrovoice.simulation.world import simulate_call
+
+SETTINGS = default_settings()
+FAST = tuple(RouterBehaviour(r.name, 0.1) for r in SETTINGS.routers)
+
+STORIES = {
+    # The report arrived while the preamble played; "ajá" flushed both, only the preamble was
+    # truncated, and the model believed its answer had been heard (seed 10, 2000 calls).
+    "a backchannel over the preamble flushes a report queued behind it": (
+        Scenario(asks=(Ask("sfp_all"), Ask("sfp_all")), interjections=(Backchannel(0, 18.7),), routers=FAST),
+        brain.ANSWER_SFP, 2),
+    # "ajá" right after the question cancelled the response before its tool call went out; the
+    # resumed turn must carry the call (seed 10, 2000 calls).
+    "a backchannel before the tool call is issued": (
+        Scenario(asks=(Ask("devices", ("152.1",)),), interjections=(Backchannel(0, 0.8),), silence="no_frames",
+                 routers=FAST),
+        brain.ANSWER_DEVICES, 1),
+    # The model link dropped while the report still played from our buffer; the farewell flushed it.
+    "the model drops while the answer is still playing": (
+        Scenario(asks=(Ask("devices", ("59.3",)),), model=ModelBehaviour(drop_after_s=21.2), seed=3,
+                 routers=tuple(RouterBehaviour(r.name, 8.7 if r.name == "59.3" else 0.3) for r in SETTINGS.routers)),
+        brain.ANSWER_DEVICES, 1),
+    # An error without event_id while the greeting was being created: the greeting was asked for
+    # twice and its second end reached the machine in 'listening' (seed 3).
+    "an unprompted error during the greeting": (
+        Scenario(asks=(Ask("unknown_router", ("999.9",), patience_s=23),), silence="no_frames", hangup_at_s=23,
+                 model=ModelBehaviour(spurious_error_after_s=0.0), routers=FAST, seed=3),
+        brain.ANSWER_PROBLEM, 1),
+}
+
+
+@pytest.mark.parametrize("name", list(STORIES))
+def test_story(name: str) -> None:
+    scenario, answer, answers = STORIES[name]
+    obs = simulate_call(scenario, SETTINGS)
+    assert invariants.check(obs) == {}
+    assert sum(1 for heard in obs.caller.heard if answer.search(heard.text)) == answers
+    assert [h.text for h in obs.caller.heard].count(SETTINGS.phrases.greeting) == 1
