@@ -150,9 +150,11 @@ class RealtimeLink:
                         await _close(ws)
                     nursery.cancel_scope.cancel()
         except* ConnectionRejected as group:
-            closed = LinkClosed(_rejection(self._redacted_url(), group.exceptions[0]), by_us=False)
+            rejected = _first(group)
+            assert isinstance(rejected, ConnectionRejected)
+            closed = LinkClosed(_rejection(self._redacted_url(), rejected), by_us=False)
         except* HandshakeError as group:
-            closed = LinkClosed(f"WebSocket handshake with {self._redacted_url()} failed: {group.exceptions[0]!r}", by_us=False)
+            closed = LinkClosed(f"WebSocket handshake with {self._redacted_url()} failed: {_first(group)!r}", by_us=False)
         finally:
             # The library leaves the stream open when the handshake fails or times out.
             with trio.CancelScope(shield=True):
@@ -240,6 +242,14 @@ class RealtimeLink:
             for task in (reader, writer, pinger):
                 nursery.start_soon(_first_to_finish_cancels, task, nursery.cancel_scope)
         return outcome[0] if outcome else LinkClosed("closed by us", by_us=True)
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception of a (possibly nested) group."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
 
 
 def _rejection(url: str, exc: ConnectionRejected) -> str:

@@ -118,9 +118,11 @@ class RouterFleet:
         except RouterError as exc:
             fan.errors[name] = str(exc)
         fan.router_finished[name] = trio.current_time()
-        outcome = "error" if name in fan.errors else "ok"
-        event(log, "router.answered", router=name, outcome=outcome, done=fan.done, total=fan.total,
-              elapsed_s=round(trio.current_time() - fan.started_at, 2), **({"error": fan.errors[name]} if name in fan.errors else {}))
+        fields: dict[str, Any] = {"router": name, "outcome": "error" if name in fan.errors else "ok", "done": fan.done,
+                                  "total": fan.total, "elapsed_s": round(trio.current_time() - fan.started_at, 2)}
+        if name in fan.errors:
+            fields["error"] = fan.errors[name]
+        event(log, "router.answered", **fields)
 
     async def fan_out(self, fan: FanOut, query: Query) -> None:
         """Query every router of ``fan`` in parallel; returns when all have answered or failed."""

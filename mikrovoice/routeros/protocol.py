@@ -40,7 +40,7 @@ class SentenceReader:
         self._buffer = bytearray()
         self._words: list[str] = []
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         self._buffer += data
 
     @property

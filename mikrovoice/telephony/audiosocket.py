@@ -152,7 +152,7 @@ class AudioSocketCodec:
     def peer_closed(self) -> bool:
         return self._closed
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         if self._closed:
             raise RuntimeError("receive_data() after the peer closed the connection")
         if data:
