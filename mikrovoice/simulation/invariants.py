@@ -181,7 +181,7 @@ def answered_or_told(obs: CallObservation) -> list[str]:
     out of patience. If the caller stayed for the whole answer bound (the query deadline plus
     ``ANSWER_SLACK_S``), an answer or an explanation must have started by then; if the service
     hung up first, the explanation must have come before it did. The apology for a lost model
-    explains every question still open, even one the caller was in the middle of asking.
+    explains every question still open: one the caller asked while it was playing, too.
     """
     problems = []
     report = obs.caller
@@ -199,7 +199,7 @@ def answered_or_told(obs: CallObservation) -> list[str]:
         server_end = report.server_hung_up_at
         accepted = [_answers_for(asks[index].kind), brain.ANSWER_WAITING]
         heard = [h for h in report.heard if (asked <= h.start <= duty_end and any(p.search(h.text) for p in accepted))
-                 or (question.asked_at <= h.start <= duty_end and farewell.search(h.text))]
+                 or (h.end >= question.asked_at and h.start <= duty_end and farewell.search(h.text))]
         if heard:
             continue
         if server_end is not None and server_end <= duty_end:

@@ -44,3 +44,14 @@ def test_story(name: str) -> None:
     assert invariants.check(obs) == {}
     assert sum(1 for heard in obs.caller.heard if answer.search(heard.text)) == answers
     assert [h.text for h in obs.caller.heard].count(SETTINGS.phrases.greeting) == 1
+
+
+def test_the_apology_explains_a_question_asked_while_it_plays() -> None:
+    # Seeds 11 and 12 (2000 calls each): the link dropped at 2.9 s, the apology began before the
+    # caller started asking and went on while they asked. It is heard; it is the explanation.
+    scenario = Scenario(asks=(Ask("sfp_all"),), model=ModelBehaviour(drop_after_s=2.9), routers=FAST)
+    obs = simulate_call(scenario, SETTINGS)
+    (apology,) = [h for h in obs.caller.heard if SETTINGS.phrases.model_unavailable in h.text]
+    (question,) = obs.caller.spoken
+    assert apology.start < question.start < apology.end and invariants.check(obs) == {}
+    assert obs.record is not None and obs.record.states[-2:] == ["farewell", "ended"]
