@@ -62,7 +62,7 @@ def _simulate(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.config} defines no [[router]]: a simulation needs the router inventory")
     timeline_dir = Path(args.timeline_dir) if args.timeline_dir else None
     return run_simulate(settings, calls=args.calls, seed=args.seed, as_json=args.json, timeline_dir=timeline_dir,
-                        shrink=not args.no_shrink)
+                        shrink=not args.no_shrink, compare=Path(args.compare) if args.compare else None)
 
 
 def _diagram(args: argparse.Namespace) -> int:
@@ -147,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     simulate.add_argument("--timeline-dir", help="write an SVG timeline of each failing call here")
     simulate.add_argument("--no-shrink", action="store_true", help="report failures as found, without shrinking")
+    simulate.add_argument("--compare", metavar="BEFORE.json",
+                          help="the saved output of an earlier --json run (same seed and calls): print both side by side")
     simulate.set_defaults(run=_simulate)
 
     diagram = sub.add_parser("diagram", help="export the call machine to statecharts/")

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mikrovoice.config import RouterConfig, Settings
+from mikrovoice.config import ConfigError, RouterConfig, Settings
 from mikrovoice.sim.routeros import router_names
 from mikrovoice.simulation.invariants import INVARIANTS
 from mikrovoice.simulation.runner import CallStats, RunSummary, simulate
@@ -27,8 +27,9 @@ def default_settings() -> Settings:
 
 
 def run_simulate(settings: Settings | None, *, calls: int, seed: int, as_json: bool, timeline_dir: Path | None,
-                 shrink: bool = True) -> int:
+                 shrink: bool = True, compare: Path | None = None) -> int:
     settings = settings or default_settings()
+    before = _last_json(compare) if compare is not None else None  # a bad file fails before the run
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True)
     violating = 0
@@ -48,6 +49,8 @@ def run_simulate(settings: Settings | None, *, calls: int, seed: int, as_json: b
         summary = simulate(settings, calls, seed, timeline_dir=timeline_dir, shrink=shrink, on_call=on_call,
                            on_phase=on_phase)
     _print_summary(out, summary, settings)
+    if before is not None:
+        _print_comparison(out, before, summary.as_json())
     if as_json:
         sys.stdout.flush()
         print(json.dumps(summary.as_json(), ensure_ascii=False))
@@ -86,6 +89,33 @@ def _print_summary(out: Console, summary: RunSummary, settings: Settings) -> Non
             out.print("  " + line)
         if failure.svg_path:
             out.print(f"Imagen: {failure.svg_path}")
+
+
+def _last_json(path: Path) -> dict[str, object]:
+    """The summary a previous ``simulate --json`` run printed (its last line), saved to ``path``."""
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        data = json.loads(lines[-1])
+    except (OSError, IndexError, ValueError) as exc:
+        raise ConfigError(f"--compare {path}: not the output of 'mikrovoice simulate --json' ({exc})") from exc
+    if not isinstance(data, dict) or "calls" not in data:
+        raise ConfigError(f"--compare {path}: its last line is not a simulate --json summary")
+    return data
+
+
+def _print_comparison(out: Console, before: dict[str, object], after: dict[str, object]) -> None:
+    """Before and after a change, side by side (meaningful with the same seed and number of calls)."""
+    table = Table(title="antes / después")
+    for column in ("medida", "antes", "después"):
+        table.add_column(column, justify="left" if column == "medida" else "right")
+    for key, label in (("calls", "llamadas"), ("questions", "preguntas"), ("answered", "respondidas o explicadas"),
+                       ("p50_answer_s", "respuesta p50 (s)"), ("p95_answer_s", "respuesta p95 (s)"),
+                       ("max_no_speech_during_query_s", "silencio máx. en consulta (s)"),
+                       ("progress_updates_heard", "actualizaciones oídas"), ("violations", "llamadas con violaciones")):
+        table.add_row(label, str(before.get(key, "—")), str(after.get(key, "—")))
+    out.print(table)
+    if (before.get("seed"), before.get("calls")) != (after.get("seed"), after.get("calls")):
+        out.print("[yellow]Otra semilla u otro número de llamadas: las llamadas no son las mismas.[/yellow]")
 
 
 def _s(value: float | None) -> str:

@@ -31,6 +31,20 @@ def test_a_clean_run_prints_the_table_and_a_json_last_line(capsys: pytest.Captur
     assert deterministic == {k: v for k, v in again.items() if k not in ("wall_s", "simulation_speedup")}
 
 
+def test_a_change_is_compared_with_a_saved_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, before = run(capsys, "--calls", "4", "--seed", "9", "--json")
+    saved = tmp_path / "before.txt"
+    saved.write_text(out, encoding="utf-8")  # the whole output, as `simulate --json > before.txt` saves it
+    config = tmp_path / "slower.toml"
+    config.write_text('[query]\nprogress_silence_s = 3.0\n[[router]]\nname = "152.1"\nhost = "10.0.0.1"\n',
+                      encoding="utf-8")
+    status, out, after = run(capsys, "--calls", "4", "--seed", "9", "--json", "--config", str(config),
+                             "--compare", str(saved))
+    assert status == 0 and "antes / después" in out and "silencio máx. en consulta (s)" in out
+    assert main(["simulate", "--calls", "1", "--compare", str(tmp_path / "missing.json")]) == 2
+    assert "not the output of 'mikrovoice simulate --json'" in capsys.readouterr().err
+
+
 def test_a_bad_configuration_is_exit_status_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "bad.toml"
     config.write_text("[query]\ntimeout = 5\n", encoding="utf-8")
