@@ -112,7 +112,7 @@ def query_bounded(obs: CallObservation) -> list[str]:
     return problems
 
 
-def _speech(obs: CallObservation) -> list[tuple[float, float]]:
+def speech_spans(obs: CallObservation) -> list[tuple[float, float]]:
     """Every stretch of speech on the line: what the caller heard and what the caller said."""
     spans = [(h.start, h.end) for h in obs.caller.heard] + [(s.start, s.end) for s in obs.caller.spoken]
     return sorted(spans)
@@ -149,7 +149,7 @@ def query_windows(obs: CallObservation) -> list[tuple[str, float, float]]:
 
 def progress_cadence(obs: CallObservation) -> list[str]:
     bound = obs.settings.progress_silence_s + PROGRESS_SLACK_S
-    spans = _speech(obs)
+    spans = speech_spans(obs)
     problems = []
     for tool, start, end in query_windows(obs):
         longest, where = longest_silence(spans, start, end)

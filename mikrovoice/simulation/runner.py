@@ -23,7 +23,13 @@ from hypothesis import settings as hypothesis_settings
 
 from mikrovoice.config import Settings
 from mikrovoice.simulation import invariants
-from mikrovoice.simulation.invariants import INVARIANTS, Invariant, longest_silence, query_windows
+from mikrovoice.simulation.invariants import (
+    INVARIANTS,
+    Invariant,
+    longest_silence,
+    query_windows,
+    speech_spans,
+)
 from mikrovoice.simulation.report import call_timeline, progress_regex, text_timeline
 from mikrovoice.simulation.scenario import Scenario
 from mikrovoice.simulation.strategies import scenarios
@@ -108,7 +114,7 @@ def _percentile(values: list[float], q: int) -> float | None:
 
 def call_stats(obs: CallObservation, violations: dict[str, list[str]]) -> CallStats:
     answered = [q for q in obs.caller.questions if q.answered and q.answered_at is not None]
-    spans = sorted([(h.start, h.end) for h in obs.caller.heard] + [(s.start, s.end) for s in obs.caller.spoken])
+    spans = speech_spans(obs)
     silences = [longest_silence(spans, start, end)[0] for _, start, end in query_windows(obs)]
     progress = progress_regex(obs.settings.phrases)
     return CallStats(
@@ -168,7 +174,7 @@ def shrink_failure(
 
 def observation_timeline(obs: CallObservation, violations: dict[str, list[str]], title: str) -> Timeline:
     """The picture of a simulated call: its story, its violations, its longest silence during a query."""
-    spans = sorted([(h.start, h.end) for h in obs.caller.heard] + [(s.start, s.end) for s in obs.caller.spoken])
+    spans = speech_spans(obs)
     highlights = []
     for tool, start, end in query_windows(obs):
         length, where = longest_silence(spans, start, end)

@@ -196,15 +196,14 @@ def _seed_scheduler(seed: int) -> None:
     that order deterministic under Hypothesis, which seeds it per example). Outside Hypothesis
     we seed it ourselves so that the same scenario replays the same interleaving.
     """
-    scheduler_random = getattr(trio._core._run, "_r", None)  # noqa: SLF001 - see docstring
+    scheduler_random = getattr(trio._core._run, "_r", None)  # private to Trio: see the docstring
     if isinstance(scheduler_random, random.Random):
         scheduler_random.seed(seed)
 
 
-def simulate_call(scenario: Scenario, settings: Settings, *, seed_scheduler: bool = True) -> CallObservation:
-    """Run one scenario to its end on Trio's virtual clock (in its own ``trio.run``)."""
-    if seed_scheduler:
-        _seed_scheduler(scenario.seed)
+def simulate_call(scenario: Scenario, settings: Settings) -> CallObservation:
+    """Run one scenario to its end on the virtual clock (in its own ``trio.run``), the same way each time."""
+    _seed_scheduler(scenario.seed)
     start = time.perf_counter()
     observation = trio.run(run_scenario, scenario, settings, clock=EventClock())
     observation.wall_s = time.perf_counter() - start
