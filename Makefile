@@ -26,8 +26,9 @@ lint: $(STAMP)
 diagram: $(STAMP)
 	$(BIN)/mikrovoice diagram
 
+# One core, as the targets say; numpy's BLAS kept to one thread too.
 bench: $(STAMP)
-	$(BIN)/python bench/simulation_speed.py
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 taskset -c 0 $(BIN)/python bench/simulation_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
