@@ -1,10 +1,10 @@
 """A discrete-event clock for whole-call simulations: when every task waits, time jumps to the next deadline.
 
-``trio.testing.MockClock(autojump_threshold=0)`` does the same, but it notices that everything is
-blocked one scheduler pass late (a pass to see it, a pass to jump, a pass to wake the sleepers),
-which at 50 audio frames a second each way is most of what a simulation costs. ``EventClock``
-jumps in the scheduler's own question "how long may I sleep until the next deadline?": no extra
-passes. It is only valid where nothing happens outside Trio's own scheduling — no threads, no real
+``trio.testing.MockClock(autojump_threshold=0)`` does the same, but it jumps one scheduler pass
+late: a pass in which nothing runs and the clock jumps, then the pass that wakes the sleepers. At
+50 audio frames a second each way that empty pass is a third of all passes (measured: 14,011
+passes for the seed's call, 10,463 with this clock). ``EventClock`` jumps in the scheduler's own
+question "how long may I sleep until the next deadline?": no empty pass. It is only valid where nothing happens outside Trio's own scheduling — no threads, no real
 sockets — which is exactly the simulated world of ``simulation.world`` (its network is in memory).
 """
 
