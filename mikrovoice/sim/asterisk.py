@@ -222,7 +222,7 @@ class AsteriskCaller:
     # ------------------------------------------------------------------ speaking
 
     def _next_frame(self) -> bytes | None:
-        digits = b"".join(encode(Dtmf(d)) for d in self._digits)
+        digits = b"".join(encode(Dtmf(d)) for d in self._digits) if self._digits else b""
         self._digits.clear()
         while self._utterances:
             utterance = self._utterances[0]

@@ -13,12 +13,11 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mikrovoice.config import Phrases
 from mikrovoice.routeros.commands import CommandNotAllowed, check_allowed
 from mikrovoice.routeros.protocol import Request, RouterOSProtocolError
 from mikrovoice.sim import brain
 from mikrovoice.sim.asterisk import Heard
-from mikrovoice.simulation.report import progress_regex
+from mikrovoice.simulation.report import apology_regex, progress_regex
 from mikrovoice.simulation.world import CallObservation
 
 #: The allowance on top of ``progress_silence_s`` for the model to start speaking.
@@ -159,10 +158,6 @@ def progress_cadence(obs: CallObservation) -> list[str]:
     return problems
 
 
-def _farewell(phrases: Phrases) -> re.Pattern[str]:
-    return re.compile(re.escape(phrases.model_unavailable[:40]), re.IGNORECASE)
-
-
 def _answers_for(kind: str) -> re.Pattern[str]:
     if kind == "devices":
         return re.compile(f"{brain.ANSWER_DEVICES.pattern}|No pude hacer esa consulta", re.IGNORECASE)
@@ -188,7 +183,7 @@ def answered_or_told(obs: CallObservation) -> list[str]:
     asks = obs.scenario.asks
     bound = obs.settings.query_timeout_s + obs.settings.connect_timeout_s + ANSWER_SLACK_S
     turns = sorted([s.start for s in report.spoken if s.kind in ("question", "barge_in")])
-    farewell = _farewell(obs.settings.phrases)
+    farewell = apology_regex(obs.settings.phrases)
     for index, question in enumerate(report.questions):
         if index >= len(asks) or not question.finished_asking_at:
             continue

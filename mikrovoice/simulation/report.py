@@ -21,7 +21,7 @@ from mikrovoice.simulation.timeline import Bar, Lane, Marker, Timeline
 def heard_kind(text: str, phrases: Phrases) -> str:
     if text.startswith("(ininteligible"):
         return "unintelligible"
-    if phrases.model_unavailable[:30] in text:
+    if apology_regex(phrases).search(text):
         return "farewell_audio"
     if progress_regex(phrases).search(text) or _progress_one(phrases).search(text):
         return "progress"
@@ -119,6 +119,11 @@ def progress_regex(phrases: Phrases) -> re.Pattern[str]:
     text = text.replace(re.escape("{total}"), r"(?P<total>\d+)", 1)
     text = re.sub(r"\\\{[a-z_]+\\\}", r"\\d+", text)
     return re.compile(text, re.IGNORECASE)
+
+
+def apology_regex(phrases: Phrases) -> re.Pattern[str]:
+    """The recorded apology for a lost model, as the caller hears it (its first words suffice)."""
+    return re.compile(re.escape(phrases.model_unavailable[:40]), re.IGNORECASE)
 
 
 def _progress_one(phrases: Phrases) -> re.Pattern[str]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from mikrovoice.sim import brain
 from mikrovoice.sim.asterisk import CallerScript, Interjection, PressDigit, Question, Say
+from mikrovoice.sim.realtime import ModelFaults
 
 #: The kinds of question a caller can ask; the tools answer the first three.
 ASK_KINDS = ("devices", "sfp_all", "sfp_some", "unknown_router", "nonsense")
@@ -125,35 +126,24 @@ class RouterBehaviour:
         return None
 
 
-@dataclass(frozen=True)
-class ModelBehaviour:
-    """How the Realtime service misbehaves (all None/empty: a healthy service)."""
-
-    handshake_status: int | None = None
-    stall_handshake: bool = False
-    drop_after_s: float | None = None
-    silent_after_s: float | None = None
-    refuse_creates: tuple[int, ...] = ()
-    refusal_echoes_event_id: bool = True
-    spurious_error_after_s: float | None = None
-
-    def describe(self) -> list[str]:
-        parts = []
-        if self.handshake_status is not None:
-            parts.append(f"the model service refuses the connection (HTTP {self.handshake_status})")
-        if self.stall_handshake:
-            parts.append("the model service accepts TCP and never completes the handshake")
-        if self.drop_after_s is not None:
-            parts.append(f"the model link drops at {self.drop_after_s:g} s")
-        if self.silent_after_s is not None:
-            parts.append(f"the model service goes silent (no pongs) at {self.silent_after_s:g} s")
-        if self.refuse_creates:
-            which = ", ".join(_ordinal(n) for n in self.refuse_creates)
-            echo = "" if self.refusal_echoes_event_id else " (error without event_id)"
-            parts.append(f"the model answers the {which} response.create with server_error{echo}")
-        if self.spurious_error_after_s is not None:
-            parts.append(f"the model sends an unprompted error at {self.spurious_error_after_s:g} s")
-        return parts
+def describe_model(faults: ModelFaults) -> list[str]:
+    """How the model service misbehaves, in story words (nothing for a healthy service)."""
+    parts = []
+    if faults.handshake_status is not None:
+        parts.append(f"the model service refuses the connection (HTTP {faults.handshake_status})")
+    if faults.stall_handshake:
+        parts.append("the model service accepts TCP and never completes the handshake")
+    if faults.drop_after_s is not None:
+        parts.append(f"the model link drops at {faults.drop_after_s:g} s")
+    if faults.silent_after_s is not None:
+        parts.append(f"the model service goes silent (no pongs) at {faults.silent_after_s:g} s")
+    if faults.refuse_creates:
+        which = ", ".join(_ordinal(n) for n in sorted(faults.refuse_creates))
+        echo = "" if faults.refusal_echoes_event_id else " (error without event_id)"
+        parts.append(f"the model answers the {which} response.create with server_error{echo}")
+    if faults.spurious_error_after_s is not None:
+        parts.append(f"the model sends an unprompted error at {faults.spurious_error_after_s:g} s")
+    return parts
 
 
 def _ordinal(n: int) -> str:
@@ -168,7 +158,7 @@ class Scenario:
     hangup_at_s: float | None = None  # None: the caller hangs up after the conversation
     uuid_bytes: int | None = None  # the caller hangs up after only this many bytes of the UUID message
     routers: tuple[RouterBehaviour, ...] = ()
-    model: ModelBehaviour = field(default_factory=ModelBehaviour)
+    model: ModelFaults = field(default_factory=ModelFaults)  # the simulator's own fault model
     seed: int = 0  # call id and the routers' data
 
     def script(self) -> CallerScript:
@@ -196,7 +186,7 @@ class Scenario:
         for item in self.interjections:
             parts.append(_interjection_story(item))
         parts += [d for d in (r.describe() for r in self.routers) if d]
-        parts += self.model.describe()
+        parts += describe_model(self.model)
         if self.hangup_at_s is not None and self.uuid_bytes is None:
             parts.append(f"caller hangs up at {self.hangup_at_s:g} s")
         return "; ".join(parts)

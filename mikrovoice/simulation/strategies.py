@@ -13,6 +13,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from mikrovoice.config import Settings
+from mikrovoice.sim.realtime import ModelFaults
 from mikrovoice.sim.routeros import FAULTS
 from mikrovoice.simulation.scenario import (
     NONSENSE,
@@ -22,7 +23,6 @@ from mikrovoice.simulation.scenario import (
     BargeIn,
     Digit,
     Interjections,
-    ModelBehaviour,
     RouterBehaviour,
     Scenario,
 )
@@ -76,17 +76,17 @@ def router_behaviour(name: str, settings: Settings) -> st.SearchStrategy[RouterB
     return st.builds(RouterBehaviour, st.just(name), latency, fault)
 
 
-def model_behaviour(horizon_s: float) -> st.SearchStrategy[ModelBehaviour]:
+def model_behaviour(horizon_s: float) -> st.SearchStrategy[ModelFaults]:
     at = tenths(0.0, horizon_s)
     return st.one_of(
-        st.just(ModelBehaviour()),
-        st.builds(lambda s: ModelBehaviour(handshake_status=s), st.sampled_from((401, 403, 404, 429, 500, 503))),
-        st.just(ModelBehaviour(stall_handshake=True)),
-        st.builds(lambda t: ModelBehaviour(drop_after_s=t), at),
-        st.builds(lambda t: ModelBehaviour(silent_after_s=t), at),
-        st.builds(lambda ks, echo: ModelBehaviour(refuse_creates=tuple(sorted(ks)), refusal_echoes_event_id=echo),
+        st.just(ModelFaults()),
+        st.builds(lambda s: ModelFaults(handshake_status=s), st.sampled_from((401, 403, 404, 429, 500, 503))),
+        st.just(ModelFaults(stall_handshake=True)),
+        st.builds(lambda t: ModelFaults(drop_after_s=t), at),
+        st.builds(lambda t: ModelFaults(silent_after_s=t), at),
+        st.builds(lambda ks, echo: ModelFaults(refuse_creates=frozenset(ks), refusal_echoes_event_id=echo),
                   st.sets(st.integers(1, 8), min_size=1, max_size=3), st.booleans()),
-        st.builds(lambda t: ModelBehaviour(spurious_error_after_s=t), at),
+        st.builds(lambda t: ModelFaults(spurious_error_after_s=t), at),
     )
 
 

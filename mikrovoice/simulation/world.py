@@ -30,7 +30,7 @@ from mikrovoice.logs import CallIdFilter
 from mikrovoice.service import CallService, ServiceStats
 from mikrovoice.sim import voice
 from mikrovoice.sim.asterisk import AsteriskCaller, CallReport
-from mikrovoice.sim.realtime import ModelFaults, ModelLedger, SimModelConfig, serve_model_stream
+from mikrovoice.sim.realtime import ModelLedger, SimModelConfig, serve_model_stream
 from mikrovoice.sim.routeros import SimRouter, make_router, serve_router_stream
 from mikrovoice.simulation.clock import EventClock
 from mikrovoice.simulation.network import Connection, MemoryNetwork
@@ -153,16 +153,7 @@ async def _run(scenario: Scenario, settings: Settings, logs: list[LogLine]) -> C
             if config.name not in unreachable:
                 net.listen(config.host, config.port, partial(serve_router_stream, fleet[config.name]),
                            f"router {config.name}")
-        faults = ModelFaults(
-            handshake_status=scenario.model.handshake_status,
-            stall_handshake=scenario.model.stall_handshake,
-            drop_after_s=scenario.model.drop_after_s,
-            silent_after_s=scenario.model.silent_after_s,
-            refuse_creates=frozenset(scenario.model.refuse_creates),
-            refusal_echoes_event_id=scenario.model.refusal_echoes_event_id,
-            spurious_error_after_s=scenario.model.spurious_error_after_s,
-        )
-        model_config = SimModelConfig(api_key=API_KEY, faults=faults)
+        model_config = SimModelConfig(api_key=API_KEY, faults=scenario.model)
         net.listen(MODEL_HOST, 80, partial(serve_model_stream, config=model_config, ledger=ledger), "model")
         # In the simulated world every voice is the tone voice, the recorded prompt included.
         prompts = Prompts(model_unavailable=voice.speak(settings.phrases.model_unavailable))

@@ -13,9 +13,10 @@ from mikrovoice.call.machine import CallMachine
 from mikrovoice.call.progress import ProgressPolicy
 from mikrovoice.config import Phrases
 from mikrovoice.sim import routeros as sim_routeros
+from mikrovoice.sim.realtime import ModelFaults
 from mikrovoice.simulation import invariants
 from mikrovoice.simulation.console import default_settings
-from mikrovoice.simulation.scenario import Ask, ModelBehaviour, RouterBehaviour, Scenario
+from mikrovoice.simulation.scenario import Ask, RouterBehaviour, Scenario
 from mikrovoice.simulation.world import CallObservation, simulate_call
 from mikrovoice.telephony.inbound import ModelFeed
 from mikrovoice.tools import NocTools
@@ -121,9 +122,9 @@ def test_checks_on_what_the_parties_recorded() -> None:
 
 
 @pytest.mark.parametrize("breaks", [
-    lambda s: replace(s, model=ModelBehaviour(drop_after_s=15.0)),
-    lambda s: replace(s, model=ModelBehaviour(silent_after_s=15.0)),
-    lambda s: replace(s, model=ModelBehaviour(refuse_creates=(3, 4, 5))),
+    lambda s: replace(s, model=ModelFaults(drop_after_s=15.0)),
+    lambda s: replace(s, model=ModelFaults(silent_after_s=15.0)),
+    lambda s: replace(s, model=ModelFaults(refuse_creates=frozenset({3, 4, 5}))),
 ])
 def test_losing_the_model_mid_query_is_explained_and_ends_cleanly(breaks: Callable[[Scenario], Scenario]) -> None:
     obs = simulate_call(breaks(SFP_WITH_TROUBLE), SETTINGS)

@@ -3,9 +3,10 @@
 import pytest
 
 from mikrovoice.sim import brain
+from mikrovoice.sim.realtime import ModelFaults
 from mikrovoice.simulation import invariants
 from mikrovoice.simulation.console import default_settings
-from mikrovoice.simulation.scenario import Ask, Backchannel, ModelBehaviour, RouterBehaviour, Scenario
+from mikrovoice.simulation.scenario import Ask, Backchannel, RouterBehaviour, Scenario
 from mikrovoice.simulation.world import simulate_call
 
 SETTINGS = default_settings()
@@ -25,14 +26,14 @@ STORIES = {
         brain.ANSWER_DEVICES, 1),
     # The model link dropped while the report still played from our buffer; the farewell flushed it.
     "the model drops while the answer is still playing": (
-        Scenario(asks=(Ask("devices", ("59.3",)),), model=ModelBehaviour(drop_after_s=21.2), seed=3,
+        Scenario(asks=(Ask("devices", ("59.3",)),), model=ModelFaults(drop_after_s=21.2), seed=3,
                  routers=tuple(RouterBehaviour(r.name, 8.7 if r.name == "59.3" else 0.3) for r in SETTINGS.routers)),
         brain.ANSWER_DEVICES, 1),
     # An error without event_id while the greeting was being created: the greeting was asked for
     # twice and its second end reached the machine in 'listening' (seed 3).
     "an unprompted error during the greeting": (
         Scenario(asks=(Ask("unknown_router", ("999.9",), patience_s=23),), silence="no_frames", hangup_at_s=23,
-                 model=ModelBehaviour(spurious_error_after_s=0.0), routers=FAST, seed=3),
+                 model=ModelFaults(spurious_error_after_s=0.0), routers=FAST, seed=3),
         brain.ANSWER_PROBLEM, 1),
 }
 
@@ -49,7 +50,7 @@ def test_story(name: str) -> None:
 def test_the_apology_explains_a_question_asked_while_it_plays() -> None:
     # Seeds 11 and 12 (2000 calls each): the link dropped at 2.9 s, the apology began before the
     # caller started asking and went on while they asked. It is heard; it is the explanation.
-    scenario = Scenario(asks=(Ask("sfp_all"),), model=ModelBehaviour(drop_after_s=2.9), routers=FAST)
+    scenario = Scenario(asks=(Ask("sfp_all"),), model=ModelFaults(drop_after_s=2.9), routers=FAST)
     obs = simulate_call(scenario, SETTINGS)
     (apology,) = [h for h in obs.caller.heard if SETTINGS.phrases.model_unavailable in h.text]
     (question,) = obs.caller.spoken

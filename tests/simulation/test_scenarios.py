@@ -1,12 +1,12 @@
 """Scenarios read as stories, map to the caller's script, and replay exactly."""
 
+from mikrovoice.sim.realtime import ModelFaults
 from mikrovoice.simulation.console import default_settings
 from mikrovoice.simulation.scenario import (
     Ask,
     Backchannel,
     BargeIn,
     Digit,
-    ModelBehaviour,
     RouterBehaviour,
     Scenario,
     spoken_router,
@@ -33,7 +33,7 @@ def test_every_kind_of_event_is_told() -> None:
         interjections=(Backchannel(0, 3.0), BargeIn(1, 0.5), Digit(2, 1.0, "#")),
         silence="no_frames",
         routers=(RouterBehaviour("152.1", fault="refuses_login"), RouterBehaviour("26.1", fault="unreachable")),
-        model=ModelBehaviour(refuse_creates=(2, 3), refusal_echoes_event_id=False),
+        model=ModelFaults(refuse_creates=frozenset({2, 3}), refusal_echoes_event_id=False),
     )
     story = scenario.story()
     for part in ("silent phone: no frames", "the active devices of 152.1 (waits at most 20 s)",
