@@ -14,6 +14,10 @@ from pathlib import Path
 from typing import Any
 
 
+#: reasoning.effort values of the GA types (openai.types.realtime.RealtimeReasoningEffort).
+REASONING_EFFORTS = ("minimal", "low", "medium", "high", "xhigh")
+
+
 class ConfigError(Exception):
     """The configuration file is missing, malformed, or names something invalid."""
 
@@ -75,13 +79,29 @@ class RouterConfig:
 @dataclass(frozen=True)
 class Settings:
     listen: tuple[str, int] = ("127.0.0.1", 9092)
-    realtime_url: str = "wss://api.openai.com/v1/realtime?model=gpt-realtime"
-    model: str = "gpt-realtime"
+    #: The Realtime endpoint without the model: ``realtime_endpoint`` adds ``?model=`` from ``model``,
+    #: so the URL and the session can never name two different models.
+    realtime_url: str = "wss://api.openai.com/v1/realtime"
+    #: gpt-realtime and gpt-realtime-mini shut down on 2027-01-20 (openai SDK 3.57 docstring).
+    model: str = "gpt-realtime-2.1"
+    #: reasoning.effort for reasoning models (gpt-realtime-2*): "minimal" is the lowest latency
+    #: they accept. None (config: "") sends no reasoning block (gpt-realtime-1.5 has none).
+    reasoning_effort: str | None = "minimal"
     voice: str = "marin"
     api_key: str = field(default="", repr=False)
     ping_interval_s: float = 15.0
     pong_timeout_s: float = 10.0
     connect_timeout_s: float = 10.0
+    #: Reconnects after the link drops or dies mid-call, with backoff (initial, doubling, capped)
+    #: before the caller hears the goodbye. 0 disables reconnecting.
+    reconnect_attempts: int = 4
+    reconnect_backoff_s: float = 0.5
+    reconnect_backoff_max_s: float = 4.0
+    #: OpenAI closes a Realtime session at 60 min; recycle it before, at a quiet moment.
+    session_recycle_s: float = 55 * 60.0
+    #: Caller audio that waited longer than this for a slow link is dropped (and counted): the model
+    #: must hear the caller now, not twenty seconds ago.
+    max_audio_lag_ms: int = 1000
     #: Caller audio per input_audio_buffer.append: 20 (one Asterisk frame) to 100 ms. Larger means
     #: fewer messages and up to this much minus 20 ms before the model hears the caller.
     model_audio_chunk_ms: int = 100
@@ -90,6 +110,12 @@ class Settings:
     router_concurrency: int = 32
     progress_silence_s: float = 6.0
     progress_lead_s: float = 1.0  # ask for an update this much before progress_silence_s: the model's latency
+    #: Per tool: seconds of quiet before a spoken update ({tool name: seconds}); others use progress_silence_s.
+    progress_silence_by_tool: dict[str, float] = field(default_factory=dict)
+    #: Comfort audio while a query runs and nobody speaks: "thinking" (generated here, a soft
+    #: texture), "off", or a file (8 kHz .wav/.sln/.ulaw, looped). Level in dBFS of the texture.
+    comfort_audio: str = "thinking"
+    comfort_level_dbfs: float = -36.0
     routers: tuple[RouterConfig, ...] = ()
     #: Recorded prompt (8 kHz: .wav 16-bit mono, raw .sln/.raw slin, or .ulaw) played when the model
     #: is unavailable; None: the bundled Spanish recording of Phrases.model_unavailable.
@@ -100,11 +126,22 @@ class Settings:
         shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.name != "api_key")
         return f"Settings({shown})"
 
+    @property
+    def realtime_endpoint(self) -> str:
+        """The WebSocket URL: ``realtime_url`` plus ``?model=`` from ``model`` (one setting, one model)."""
+        base, _, query = self.realtime_url.partition("?")
+        params = [p for p in query.split("&") if p and not p.startswith("model=")]
+        return base + "?" + "&".join([f"model={self.model}", *params])
+
 
 _SECTIONS = {
     "audiosocket": {"listen"},
-    "openai": {"url", "model", "voice", "ping_interval_s", "pong_timeout_s", "connect_timeout_s", "audio_chunk_ms"},
-    "query": {"timeout_s", "router_timeout_s", "router_concurrency", "progress_silence_s", "progress_lead_s"},
+    "openai": {"url", "model", "reasoning_effort", "voice", "ping_interval_s", "pong_timeout_s", "connect_timeout_s",
+               "audio_chunk_ms", "reconnect_attempts", "reconnect_backoff_s", "reconnect_backoff_max_s",
+               "session_recycle_s", "max_audio_lag_ms"},
+    "query": {"timeout_s", "router_timeout_s", "router_concurrency", "progress_silence_s", "progress_lead_s",
+              "progress_silence_by_tool"},
+    "comfort": {"audio", "level_dbfs"},
     "phrases": {f.name for f in fields(Phrases)},
     "prompts": {"model_unavailable"},
 }
@@ -160,14 +197,45 @@ def load(path: str | Path, environ: dict[str, str] | None = None) -> Settings:
         settings = replace(settings, listen=parse_hostport(audiosocket["listen"]))
     for key, attr in (("url", "realtime_url"), ("model", "model"), ("voice", "voice"),
                       ("ping_interval_s", "ping_interval_s"), ("pong_timeout_s", "pong_timeout_s"),
-                      ("connect_timeout_s", "connect_timeout_s"), ("audio_chunk_ms", "model_audio_chunk_ms")):
+                      ("connect_timeout_s", "connect_timeout_s"), ("audio_chunk_ms", "model_audio_chunk_ms"),
+                      ("reconnect_attempts", "reconnect_attempts"), ("reconnect_backoff_s", "reconnect_backoff_s"),
+                      ("reconnect_backoff_max_s", "reconnect_backoff_max_s"),
+                      ("session_recycle_s", "session_recycle_s"), ("max_audio_lag_ms", "max_audio_lag_ms")):
         if key in openai:
             settings = replace(settings, **{attr: openai[key]})
+    if "reasoning_effort" in openai:
+        effort = str(openai["reasoning_effort"]) or None
+        if effort not in (None, *REASONING_EFFORTS):
+            raise ConfigError(f"[openai] reasoning_effort: {effort!r} is not one of {list(REASONING_EFFORTS)} (or \"\")")
+        settings = replace(settings, reasoning_effort=effort)
+    model_in_url = [p[6:] for p in settings.realtime_url.partition("?")[2].split("&") if p.startswith("model=")]
+    if model_in_url and model_in_url[0] != settings.model:
+        raise ConfigError(f"[openai] url names model {model_in_url[0]!r} but model is {settings.model!r}: "
+                          "drop ?model= from url, model decides")
+    comfort = data.get("comfort", {})
+    if "audio" in comfort:
+        audio = str(comfort["audio"])
+        if audio not in ("thinking", "off"):
+            file = Path(path).parent / audio
+            if not file.is_file():
+                raise ConfigError(f"[comfort] audio: not 'thinking', 'off' or a file: no such file {file}")
+            audio = str(file)
+        settings = replace(settings, comfort_audio=audio)
+    if "level_dbfs" in comfort:
+        level = float(comfort["level_dbfs"])
+        if not -60.0 <= level <= -20.0:
+            raise ConfigError(f"[comfort] level_dbfs: {level} outside -60..-20 (it must stay below speech)")
+        settings = replace(settings, comfort_level_dbfs=level)
     for key, attr in (("timeout_s", "query_timeout_s"), ("router_timeout_s", "router_timeout_s"),
                       ("router_concurrency", "router_concurrency"), ("progress_silence_s", "progress_silence_s"),
                       ("progress_lead_s", "progress_lead_s")):
         if key in query:
             settings = replace(settings, **{attr: query[key]})
+    if "progress_silence_by_tool" in query:
+        by_tool = query["progress_silence_by_tool"]
+        if not isinstance(by_tool, dict):
+            raise ConfigError("[query] progress_silence_by_tool: expected a table {tool = seconds}")
+        settings = replace(settings, progress_silence_by_tool={str(k): float(v) for k, v in by_tool.items()})
     prompts = data.get("prompts", {})
     if "model_unavailable" in prompts:
         prompt = Path(path).parent / str(prompts["model_unavailable"])

@@ -73,7 +73,7 @@ async def serve_calls(
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()[1]
     event(log, "service.listening", host=host, port=bound, routers=len(settings.routers),
-          model=settings.realtime_url.split("?", 1)[0])
+          endpoint=settings.realtime_url.split("?", 1)[0], model=settings.model)
     task_status.started(bound)
     await trio.serve_listeners(handler, listeners)
 
@@ -88,6 +88,6 @@ async def start_simulated_peers(
     return replace(
         settings,
         routers=tuple(routers),
-        realtime_url=f"ws://127.0.0.1:{server.port}/v1/realtime?model={settings.model}",
+        realtime_url=f"ws://127.0.0.1:{server.port}/v1/realtime",
         api_key=settings.api_key or "sk-simulated",
     )

@@ -171,7 +171,7 @@ class CallSession:
         self.feed = ModelFeed(trio.current_time(), chunk_s=self.settings.model_audio_chunk_ms / 1000)
         self.playout = Playout(on_speaking_change=lambda speaking: self._refresh_quiet())
         self.link = RealtimeLink(
-            self.settings.realtime_url,
+            self.settings.realtime_endpoint,
             self.settings.api_key,
             ping_interval_s=self.settings.ping_interval_s,
             pong_timeout_s=self.settings.pong_timeout_s,

@@ -110,7 +110,7 @@ def simulated_settings(settings: Settings) -> Settings:
         for i, r in enumerate(settings.routers)
     )
     return replace(settings, routers=routers, api_key=API_KEY,
-                   realtime_url=f"ws://{MODEL_HOST}/v1/realtime?model={settings.model}")
+                   realtime_url=f"ws://{MODEL_HOST}/v1/realtime")
 
 
 def build_fleet(scenario: Scenario, settings: Settings) -> dict[str, SimRouter]:
