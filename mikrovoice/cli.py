@@ -91,17 +91,62 @@ def _sim_routers(args: argparse.Namespace) -> int:
 
 
 def _sim_model(args: argparse.Namespace) -> int:
-    from mikrovoice.sim.realtime import SimModelConfig, serve_model
+    from mikrovoice.sim.realtime import (
+        FaultSpecError,
+        SimModelConfig,
+        TranscriptFile,
+        parse_faults,
+        serve_model,
+    )
 
     host, port = parse_hostport(args.listen)
+    try:
+        faults = parse_faults(args.fault or [])
+    except FaultSpecError as exc:
+        print(f"mikrovoice sim model: bad --fault: {exc}", file=sys.stderr)
+        return 2
+    if not args.max_session > 0:
+        print(f"mikrovoice sim model: --max-session must be > 0 seconds, got {args.max_session:g}", file=sys.stderr)
+        return 2
+    try:
+        transcript = TranscriptFile(args.transcript, full_audio=args.full_audio) if args.transcript else None
+    except OSError as exc:
+        print(f"mikrovoice sim model: cannot write --transcript {args.transcript}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    config = SimModelConfig(faults=faults, api_key=args.api_key, max_session_s=args.max_session, transcript=transcript)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(serve_model, host, port, SimModelConfig())
+            server = await nursery.start(serve_model, host, port, config)
             print(f"simulated Realtime API on ws://{host}:{server.port}/v1/realtime", flush=True)
 
-    trio.run(main)
+    try:
+        trio.run(main)
+    finally:
+        if transcript is not None:
+            transcript.close()
     return 0
+
+
+#: ``mikrovoice sim model --fault`` syntax (parsed by ``mikrovoice.sim.realtime.parse_faults``).
+_MODEL_FAULT_SPECS = """\
+  handshake=STATUS         refuse the WebSocket upgrade with this HTTP status (401, 403, 404, 429, 500, 503, ...)
+                           and the real service's JSON body
+  stall-handshake          accept TCP, never answer the upgrade request
+  drop-at=T                close the TCP connection abruptly (no close frame) at T
+  drop-on=EVENT[#K]        the same, right after sending the K-th (default 1st) server event EVENT
+                           (e.g. drop-on=response.done#2), or on receiving the K-th client event EVENT
+                           (e.g. drop-on=conversation.item.create#3)
+  silent-at=T              go dead at T: send nothing more, answer no pings, read and discard what comes
+  deaf-pings[=T]           answer no pings from T (default 0) on; events flow as before
+  refuse-session-update[=K[,K...]]
+                           refuse every session.update (or the K-th ones) as the real service refuses a bad
+                           voice: error invalid_value, param session.audio.output.voice; the config stays
+  refuse-create=K[,K...]   the K-th response.create gets an error server_error
+  error-at=T:CODE          send an unprompted error event with this code at T (repeatable); the session goes on
+  expire-at=T              expire the session at T: error session_expired, then close 1001
+  respond-after-output     a function_call_output item starts a response by itself, as the real service
+                           sometimes does (a response.create then collides with it)"""
 
 
 def _sim_call(args: argparse.Namespace) -> int:
@@ -162,8 +207,26 @@ def build_parser() -> argparse.ArgumentParser:
     routers.add_argument("--seed", type=int, default=7)
     routers.add_argument("--password", default="", help="password of user admin (default: empty)")
     routers.set_defaults(run=_sim_routers)
-    model = sim.add_parser("model", help="OpenAI Realtime GA server with a scripted model")
+    model = sim.add_parser(
+        "model", help="OpenAI Realtime GA server with a scripted model",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="A simulated OpenAI Realtime (GA) server: serves ws://HOST:PORT/v1/realtime, any Bearer key "
+                    "(or only --api-key), with a scripted model that answers the seed's questions.",
+        epilog="fault SPECs (T: seconds since the session's WebSocket accept; every session gets the same faults):\n"
+               + _MODEL_FAULT_SPECS + "\n\nexample: mikrovoice sim model --listen 127.0.0.1:8765 --fault drop-on=response.done#2 "
+               "--fault error-at=30:server_error --transcript /tmp/model.jsonl")
     model.add_argument("--listen", required=True, help="HOST:PORT; serves /v1/realtime")
+    model.add_argument("--fault", action="append", metavar="SPEC",
+                       help="inject a failure of the real service (repeatable; SPECs below)")
+    model.add_argument("--transcript", metavar="FILE",
+                       help="append every event each session receives and sends to FILE as JSON lines: "
+                            '{"t": seconds since the accept, "session": "sess_...", "dir": "in"|"out", "event": {...}} '
+                            '(a frame that is not JSON: "event": null and its text under "raw"); audio payloads are '
+                            'abbreviated as "<N bytes base64>" unless --full-audio')
+    model.add_argument("--full-audio", action="store_true", help="keep the audio payloads in the --transcript")
+    model.add_argument("--max-session", type=float, default=3600.0, metavar="SECONDS",
+                       help="session length limit: then error session_expired and close 1001 (default 3600, as the real service)")
+    model.add_argument("--api-key", help="accept only this Bearer key (default: any)")
     model.set_defaults(run=_sim_model)
     call = sim.add_parser("call", help="an Asterisk caller that dials an AudioSocket server")
     call.add_argument("--to", required=True, help="AudioSocket server HOST:PORT")

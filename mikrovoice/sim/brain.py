@@ -16,6 +16,16 @@ It behaves as a real voice model does in three more ways:
   caller's next turn is a backchannel it is resumed ("Como te decía: ..."), with its function
   call if that had not been issued yet; a real question makes the model forget it.
 
+``History`` is what the model reads from the items of a conversation, whoever put them there:
+the caller's question it still owes an answer, the tool outputs it has not reported yet, the
+function calls still waiting for their output. A client that reconnects replays the old
+conversation into a new session as items (user and system text, assistant text as
+``output_text`` or as a system note "El asistente dijo: ...", ``function_call`` items and their
+``function_call_output``); an assistant turn after a question means the question was answered,
+one after a tool output means it was reported, a ``function_call`` after a question means the
+model answered it by calling the tool. So a replayed conversation is continued, not repeated:
+the output of a call that was pending when the old session died is reported once, when it comes.
+
 The module-level regexes ``ANSWER_*`` recognise its answers (use ``.search``: a resumed answer
 is prefixed with ``RESUME_PREFIX``).
 """
@@ -25,7 +35,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 #: "El router 152.1 tiene 12 dispositivos activos, por ejemplo ..."
@@ -126,6 +136,71 @@ class _Interrupted:
     call: Call | None  # the call the interrupted turn had not issued yet
 
 
+#: How a client replays an assistant turn as a system note (``Conversation(assistant_as="system")``).
+ASSISTANT_NOTE = re.compile(r"^\s*el asistente dijo\s*:", re.IGNORECASE)
+
+
+@dataclass
+class History:
+    """What the model reads from a conversation's items (see the module docstring).
+
+    ``heard`` and ``issued`` are the live conversation (the caller's speech, the model's own
+    calls); ``assistant_item``, ``system_item`` and ``call_item`` are items a client put in
+    (``conversation.item.create``), typically replaying a conversation into a new session.
+    """
+
+    user_text: str | None = None  # the caller's last words, not answered yet
+    outputs: list[tuple[str, str]] = field(default_factory=list)  # (tool, output) not reported yet
+    pending: dict[str, str] = field(default_factory=dict)  # call_id -> tool name, awaiting output
+    answered: dict[str, str] = field(default_factory=dict)  # call_id -> tool name, output received
+
+    def heard(self, text: str | None) -> None:
+        """The caller's words: a committed utterance (None if unintelligible) or a user text item."""
+        self.user_text = text
+
+    def issued(self, call_id: str, name: str) -> None:
+        """The model's own function call, in a response it is giving."""
+        self.pending[call_id] = name
+
+    def assistant_item(self, text: str) -> None:
+        """An assistant turn put into the conversation: whatever it answered or reported is done."""
+        if text.strip():
+            self.user_text = None
+            self.outputs = []
+
+    def system_item(self, text: str) -> None:
+        """A system note; one that quotes the assistant is an assistant turn."""
+        if ASSISTANT_NOTE.match(_plain(text)):
+            self.assistant_item(ASSISTANT_NOTE.sub("", _plain(text)))
+
+    def call_item(self, call_id: str, name: str) -> None:
+        """A ``function_call`` put into the conversation: the question before it was answered by it."""
+        self.pending[call_id] = name
+        self.user_text = None
+
+    def known(self, call_id: str) -> bool:
+        return call_id in self.pending or call_id in self.answered
+
+    def output(self, call_id: str, output: str) -> bool:
+        """A ``function_call_output``; False (nothing changes) unless its call awaits one."""
+        name = self.pending.pop(call_id, None)
+        if name is None:
+            return False
+        self.answered[call_id] = name
+        self.outputs.append((name, output))
+        return True
+
+    def forget(self, call_id: str) -> None:
+        """The call's item was deleted: the model no longer sees it."""
+        self.pending.pop(call_id, None)
+
+    def take(self) -> tuple[str | None, list[tuple[str, str]]]:
+        """What a response in this conversation answers; it is then answered."""
+        taken = self.user_text, self.outputs
+        self.user_text, self.outputs = None, []
+        return taken
+
+
 class ScriptedModel:
     def __init__(self) -> None:
         self._interrupted: _Interrupted | None = None
@@ -148,6 +223,8 @@ class ScriptedModel:
             return Turn(text, kind="report", resumable=text)
         if user_text is not None:
             return self.answer(user_text, call_pending)
+        if call_pending:  # nothing new to answer, a query running: say so (never "how can I help?")
+            return Turn(STILL_QUERYING, kind="ack")
         return Turn(HOW_CAN_I_HELP, kind="prompt")
 
     def cancelled(self, turn: Turn, *, reason: str, call_issued: bool) -> None:

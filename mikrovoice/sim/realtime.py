@@ -1,26 +1,46 @@
 """A simulated OpenAI Realtime (GA) server over a real WebSocket, with a scripted model.
 
-Serves ``/v1/realtime``. Faithful to research/openai-realtime.md: Bearer auth (401 without it),
-the beta header refused (``beta_api_shape_disabled``, close 4000), ``session.created`` first,
-``session.update`` validated (``session.type``, GA keys only, types, known audio formats),
-server VAD on the audio it receives (energy, threshold/prefix/silence as configured),
-``conversation_already_has_active_response`` when a second response would write to the
-conversation, out-of-band responses (``conversation: "none"``) beside it, barge-in cancelling
-the active response (``turn_detected``), GA response events (``response.output_audio.delta`` in
-PCMU, transcript deltas, function calls) faster than real time. It pings its client every
-``ping_interval_s`` and closes the connection of a client that has not answered within
-``pong_timeout_s``: the failure that killed the old system's calls.
+Serves ``/v1/realtime``. Faithful to research/openai-realtime.md and to the GA event shapes of
+the ``openai`` SDK (``openai.types.realtime``; tests/sim/test_realtime_sim_conformance.py holds
+the simulator to them, both ways):
 
-Whatever the client does, the server survives it: a malformed client event gets an ``error``
-event in the real API's shape and the session goes on; a peer that hangs up, at any moment,
-ends its own session and nothing else. Only a bug in the simulator itself ends a session
+- the handshake: Bearer auth (401 without it), the beta header refused after the upgrade
+  (``beta_api_shape_disabled``, close 4000); ``session.created`` first, with the real defaults;
+- client events validated as the SDK's types (``RealtimeClientEventParam`` and the
+  ``item_reference`` form of ``response.create``) with unknown keys forbidden, plus the checks
+  the server makes on values (ranges, ``session.type``, one output modality, base64 audio);
+  every frame that is not a valid event (not JSON, binary, no ``type``, unknown ``type``, a
+  malformed field) gets one ``error`` event (``invalid_request_error``; ``event_id`` echoed
+  when the client sent one, ``param`` naming the field) and the session goes on;
+- audio formats as negotiated by the last accepted ``session.update``: PCM16 24 kHz
+  (``audio/pcm``, the default), G.711 mu-law (``audio/pcmu``) or A-law (``audio/pcma``), both
+  ways; a ``response.create`` may choose the format of its own output;
+- server VAD on the input audio (energy; threshold, prefix padding and silence as configured),
+  input transcription events when transcription is configured;
+- the conversation: ``conversation.item.added``/``.done`` for client items and for response
+  output items (``previous_item_id`` as placed), delete, retrieve (with the audio), truncate;
+- one response at a time in the default conversation (``conversation_already_has_active_response``),
+  out-of-band responses (``conversation: "none"``, with or without an ``input`` of items and
+  ``item_reference``s) beside it; barge-in cancels the active response (``turn_detected``),
+  ``response.cancel`` too (``client_cancelled``), and a cancelled response still closes what it
+  had opened (``.done`` events carrying what was generated so far, items ``incomplete``);
+- GA response events (``response.output_audio.delta``, transcript deltas, function calls),
+  faster than real time; the session expires after ``SimModelConfig.max_session_s`` (an
+  ``error`` ``session_expired``, then close 1001).
+
+It pings its client every ``ping_interval_s`` and closes the connection of a client that has
+not answered within ``pong_timeout_s``: the failure that killed the old system's calls.
+
+Whatever the client does, the server survives it: a peer that hangs up, at any moment, ends
+its own session and nothing else. Only a bug in the simulator itself ends a session
 abnormally, and then only that one (``sim.model.crashed`` and ``SessionLog.crashes``).
 
 ``serve_model_stream`` serves one connection from any Trio byte stream (a TCP connection or an
 in-memory stream, on the real or a virtual clock: it only waits through Trio). ``serve_model``
-is the TCP listener built on it. ``SimModelConfig.faults`` (``ModelFaults``) injects the
-failures of the real service; a ``ModelLedger`` records what every session did, for checking
-invariants after a simulated call.
+is the TCP listener built on it. ``SimModelConfig.faults`` (``ModelFaults``, also written as
+``--fault`` specs: ``parse_faults``) injects the failures of the real service; a
+``ModelLedger`` records what every session did, for checking invariants after a simulated
+call; ``SimModelConfig.transcript`` receives every event in and out (``TranscriptFile``).
 """
 
 from __future__ import annotations
@@ -30,31 +50,37 @@ import binascii
 import json
 import logging
 import math
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+import re
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import IO, Any
 from urllib.parse import parse_qs, urlsplit
 
+import numpy as np
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, wrap_server_stream
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from mikrovoice.logs import event
 from mikrovoice.sim import voice
-from mikrovoice.sim.brain import ScriptedModel, Turn
+from mikrovoice.sim.brain import History, ScriptedModel, Turn
 from mikrovoice.telephony import g711
 
 log = logging.getLogger("mikrovoice.sim.model")
 
-_FORMATS = {"audio/pcm", "audio/pcmu", "audio/pcma"}
-_CHUNK_BYTES = 800  # 100 ms of PCMU per audio delta
 _FIRST_AUDIO_S = 0.35  # model latency before the first delta
+_CHUNK_MS = 100  # audio per delta
 _CHUNK_INTERVAL_S = 0.025  # 100 ms of audio every 25 ms: 4x real time, like the real service
+_TEXT_INTERVAL_S = 0.02  # between text deltas of a text-only response
 MAX_MESSAGE = 16 * 1024 * 1024
 CONNECT_TIMEOUT_S = 60.0  # for the client's HTTP upgrade request (trio-websocket's default)
 DISCONNECT_TIMEOUT_S = 2.0  # for the WebSocket close handshake once a session is over
+MAX_SESSION_S = 3600.0  # "The maximum duration of a Realtime session is 60 minutes"
 _MAX_UNCOMMITTED_BLOCKS = 6000  # 120 s of input audio kept for input_audio_buffer.commit
+_SLIN_BLOCK = 320  # 20 ms of 8 kHz 16-bit audio: what VAD and the tone-voice decoder work on
 
 #: What the real service says when it refuses the WebSocket handshake: status -> (type, code, message).
 HANDSHAKE_REFUSALS: dict[int, tuple[str, str | None, str]] = {
@@ -71,11 +97,13 @@ HANDSHAKE_REFUSALS: dict[int, tuple[str, str | None, str]] = {
     503: ("server_error", None, "The server is overloaded or not ready yet."),
 }
 SERVER_ERROR_MESSAGE = "The server had an error while processing your request. Sorry about that!"
+VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 
 
 @dataclass(frozen=True)
 class ModelFaults:
-    """Failures of the real service, injected on purpose. Times count from the WebSocket accept."""
+    """Failures of the real service, injected on purpose. Times count from the WebSocket accept,
+    in every session. All off by default. ``parse_faults`` builds one from ``--fault`` specs."""
 
     handshake_status: int | None = None  # refuse the upgrade with this HTTP status and the real body
     stall_handshake: bool = False  # accept TCP, never answer the upgrade (read and discard until closed)
@@ -84,6 +112,17 @@ class ModelFaults:
     refuse_creates: frozenset[int] = frozenset()  # the k-th response.create (1-based) gets a server_error
     refusal_echoes_event_id: bool = True  # that error carries the create's event_id (else null)
     spurious_error_after_s: float | None = None  # then one unprompted invalid_request_error, and carry on
+    #: drop (as ``drop_after_s``) right after sending the n-th server event of this type, or on
+    #: receiving the n-th client event of this type: ("response.done", 2)
+    drop_on: tuple[str, int] | None = None
+    deaf_pings_after_s: float | None = None  # then answer no more pings (no pongs); events flow as before
+    #: the k-th session.update (1-based) is refused as the real server refuses a bad voice
+    #: (invalid_request_error, invalid_value, param session.audio.output.voice); the session keeps its config
+    refuse_session_updates: frozenset[int] = frozenset()
+    refuse_every_session_update: bool = False  # every session.update is refused so
+    errors_at: tuple[tuple[float, str], ...] = ()  # (time, error code): an unprompted error event, and carry on
+    expire_after_s: float | None = None  # the session expires then (before max_session_s): session_expired, close 1001
+    respond_after_output: bool = False  # a function_call_output item starts a response, no response.create needed
 
 
 @dataclass(frozen=True)
@@ -94,6 +133,148 @@ class SimModelConfig:
     pong_timeout_s: float = 20.0
     api_key: str | None = None  # when set, only this key is accepted
     faults: ModelFaults = ModelFaults()
+    max_session_s: float = MAX_SESSION_S  # then session_expired and close 1001, as the real service
+    #: called with every event a session receives and sends: {"t": seconds since the accept,
+    #: "session": the session id, "dir": "in" | "out", "event": the event (None for a frame
+    #: that is not a JSON value, whose text is then under "raw")}; ``TranscriptFile`` writes them
+    transcript: Callable[[dict[str, Any]], None] | None = None
+
+
+# --------------------------------------------------------------------------- fault specs
+
+
+class FaultSpecError(ValueError):
+    """A ``--fault`` spec that does not parse; the message says why, in one line."""
+
+
+_SECONDS = re.compile(r"\d+(\.\d*)?|\.\d+")
+
+
+def _seconds(name: str, value: str) -> float:
+    if not _SECONDS.fullmatch(value.strip()):
+        raise FaultSpecError(f"{name} needs seconds (a number >= 0), e.g. {name}=12.5; got {value!r}")
+    return float(value)
+
+
+def _counts(name: str, value: str) -> frozenset[int]:
+    try:
+        counts = frozenset(int(k) for k in value.split(","))
+    except ValueError:
+        counts = frozenset({0})
+    if not counts or min(counts) < 1:
+        raise FaultSpecError(f"{name} needs counts >= 1 separated by commas, e.g. {name}=1,3; got {value!r}")
+    return counts
+
+
+def parse_faults(specs: Sequence[str], base: ModelFaults = ModelFaults()) -> ModelFaults:
+    """``ModelFaults`` from ``--fault`` specs; raises ``FaultSpecError``. The syntax (T: seconds
+    since the session's accept, K: a 1-based count), as ``mikrovoice sim model --help`` says it:
+    ``handshake=STATUS``, ``stall-handshake``, ``drop-at=T``, ``drop-on=EVENT[#K]``,
+    ``silent-at=T``, ``deaf-pings[=T]``, ``refuse-session-update[=K[,K...]]``,
+    ``refuse-create=K[,K...]``, ``error-at=T:CODE`` (repeatable), ``expire-at=T``,
+    ``respond-after-output``."""
+    fields: dict[str, Any] = {}
+    errors_at: list[tuple[float, str]] = list(base.errors_at)
+    for spec in specs:
+        name, has_value, value = spec.strip().partition("=")
+        if name in ("stall-handshake", "respond-after-output") and has_value:
+            raise FaultSpecError(f"{name} takes no value; got {spec!r}")
+        if name in ("handshake", "drop-at", "drop-on", "silent-at", "refuse-create", "error-at", "expire-at") and not value:
+            raise FaultSpecError(f"{name} needs a value ({name}=...); see --help")
+        if name == "handshake":
+            if not value.isdigit() or not 400 <= int(value) <= 599:
+                raise FaultSpecError(f"handshake needs an HTTP error status 400..599, e.g. handshake=401; got {value!r}")
+            fields["handshake_status"] = int(value)
+        elif name == "stall-handshake":
+            fields["stall_handshake"] = True
+        elif name == "drop-at":
+            fields["drop_after_s"] = _seconds(name, value)
+        elif name == "drop-on":
+            kind, _, count = value.partition("#")
+            if kind not in _CLIENT_EVENT_TYPES and kind not in SERVER_EVENT_TYPES:
+                raise FaultSpecError(f"drop-on needs a Realtime event type, e.g. drop-on=response.done#2; got {kind!r}")
+            if count and (not count.isdigit() or int(count) < 1):
+                raise FaultSpecError(f"drop-on needs a count >= 1 after '#', e.g. drop-on=response.done#2; got {count!r}")
+            fields["drop_on"] = (kind, int(count) if count else 1)
+        elif name == "silent-at":
+            fields["silent_after_s"] = _seconds(name, value)
+        elif name == "deaf-pings":
+            fields["deaf_pings_after_s"] = _seconds(name, value) if has_value else 0.0
+        elif name == "refuse-session-update":
+            if has_value:
+                fields["refuse_session_updates"] = _counts(name, value)
+            else:
+                fields["refuse_every_session_update"] = True
+        elif name == "refuse-create":
+            fields["refuse_creates"] = _counts(name, value)
+        elif name == "error-at":
+            at, _, code = value.partition(":")
+            if not re.fullmatch(r"[a-z0-9_]+", code):
+                raise FaultSpecError(f"error-at needs T:CODE, e.g. error-at=30:server_error; got {value!r}")
+            errors_at.append((_seconds(name, at), code))
+        elif name == "expire-at":
+            fields["expire_after_s"] = _seconds(name, value)
+        elif name == "respond-after-output":
+            fields["respond_after_output"] = True
+        else:
+            raise FaultSpecError(f"unknown fault {name!r}; known: " + ", ".join(FAULT_NAMES))
+    fields["errors_at"] = tuple(sorted(errors_at))
+    return replace(base, **fields)
+
+
+#: The fault names ``parse_faults`` knows.
+FAULT_NAMES = ("handshake", "stall-handshake", "drop-at", "drop-on", "silent-at", "deaf-pings",
+                "refuse-session-update", "refuse-create", "error-at", "expire-at", "respond-after-output")
+
+
+# --------------------------------------------------------------------------- transcripts
+
+
+def _audio_bytes(b64: str) -> int:
+    return len(b64) * 3 // 4 - b64[-2:].count("=") if b64 else 0
+
+
+def abbreviate_audio(value: Any) -> Any:
+    """A copy of an event with every base64 audio payload (``audio`` fields, audio ``delta``s)
+    replaced by ``"<N bytes base64>"``, N the size of the audio it carried."""
+    if isinstance(value, list):
+        return [abbreviate_audio(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, item in value.items():
+        audio = key == "audio" or (key == "delta" and value.get("type") == "response.output_audio.delta")
+        out[key] = f"<{_audio_bytes(item)} bytes base64>" if audio and isinstance(item, str) else abbreviate_audio(item)
+    return out
+
+
+class TranscriptFile:
+    """``SimModelConfig.transcript`` that writes JSON lines to a file, audio abbreviated
+    (``abbreviate_audio``) unless ``full_audio``. A write that fails is logged once, not raised."""
+
+    def __init__(self, path: str | Path, full_audio: bool = False) -> None:
+        self.path = Path(path)
+        self.full_audio = full_audio
+        self._file: IO[str] | None = self.path.open("a", encoding="utf-8")
+        self._failed = False
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        if self._file is None:
+            return
+        if not self.full_audio:
+            record = {**record, "event": abbreviate_audio(record.get("event"))}
+        try:
+            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._file.flush()
+        except (OSError, ValueError) as exc:
+            if not self._failed:
+                self._failed = True
+                event(log, "sim.model.transcript_failed", level=logging.ERROR, path=str(self.path), error=repr(exc))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 # --------------------------------------------------------------------------- the ledger
@@ -120,7 +301,7 @@ class CreateLog:
 class ResponseLog:
     response_id: str
     kind: str | None  # metadata kind; None for a response server VAD started
-    trigger: str  # "create" or "vad"
+    trigger: str  # "create", "vad" or "output" (ModelFaults.respond_after_output)
     created_at: float
     out_of_band: bool = False
     done_at: float | None = None
@@ -157,15 +338,21 @@ class SessionLog:
     errors: list[ErrorLog] = field(default_factory=list)
     rejected_outputs: list[RejectedOutputLog] = field(default_factory=list)
     crashes: list[str] = field(default_factory=list)
+    session_id: str = ""  # the session's "sess_..." id
+    #: call_id -> a function_call item the client put in (a replay into a new session), with its outputs
+    client_calls: dict[str, FunctionCallLog] = field(default_factory=dict)
+    session_updates: int = 0  # session.update events accepted
+    refused_session_updates: int = 0  # ... and refused by ModelFaults
 
 
 #: ``SessionLog.end_reason`` values.
 END_REASONS = (
     "client_closed",  # the client's close frame
     "connection_lost",  # the TCP connection ended without a close frame
-    "dropped_by_fault",  # ModelFaults.drop_after_s
+    "dropped_by_fault",  # ModelFaults.drop_after_s or drop_on
     "ping_timeout",  # the client did not answer a ping in time; the server closed
     "beta_refused",  # the client sent the beta header
+    "expired",  # max_session_s or ModelFaults.expire_after_s: session_expired, close 1001
     "crashed",  # a simulator bug (see crashes)
     "server_shutdown",  # the server was cancelled
 )
@@ -198,6 +385,9 @@ class ClientError(Exception):
     def __init__(self, code: str, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.code, self.message, self.param = code, message, param
+
+
+Check = Callable[[Any, str], Any]
 
 
 def _kind(value: Any) -> str:
@@ -233,7 +423,7 @@ def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
 
-def _obj(value: Any, param: str, keys: set[str] | None = None) -> dict[str, Any]:
+def _obj(value: Any, param: str, keys: set[str] | frozenset[str] | None = None) -> dict[str, Any]:
     """``value`` must be an object (with only ``keys``, if given); ``param`` "" is the event itself."""
     if not isinstance(value, dict):
         raise _bad_type(param or "event", "an object", value)
@@ -261,10 +451,10 @@ def _int(value: Any, param: str, low: int | None = None, high: int | None = None
     return value
 
 
-def _num(value: Any, param: str, low: float, high: float) -> float:
+def _num(value: Any, param: str, low: float | None = None, high: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _bad_type(param, "a number", value)
-    if not low <= value <= high:
+    if (low is not None and value < low) or (high is not None and value > high):
         raise ClientError("decimal_out_of_range", f"Invalid '{param}': {value} is not between {low:g} and {high:g}.", param)
     return float(value)
 
@@ -282,19 +472,60 @@ def _enum(value: Any, param: str, allowed: tuple[str, ...]) -> str:
     return str(value)
 
 
-def _opt(obj: dict[str, Any], key: str, check: Callable[[Any, str], Any], prefix: str, nullable: bool = False) -> None:
-    """Check ``obj[key]`` if present (and, when ``nullable``, not null)."""
-    if key in obj and not (nullable and obj[key] is None):
-        check(obj[key], _join(prefix, key))
-
-
 def _required(obj: dict[str, Any], key: str, prefix: str) -> Any:
     if key not in obj:
         raise _missing(_join(prefix, key))
     return obj[key]
 
 
-def _list(check: Callable[[Any, str], Any]) -> Callable[[Any, str], None]:
+# Combinators: each builds a Check (value, param) -> None that raises ClientError. The schemas
+# below mirror the SDK's TypedDicts (openai.types.realtime.*Param), with "Required" keys required
+# and the other keys optional; null only where the SDK says Optional (and for noise_reduction and
+# transcription, whose docstrings say "can be set to null"). Where the real server checks more
+# than the types (a range, one output modality, a tool's name), it says so.
+
+
+def _string(value: Any, param: str) -> None:
+    _str(value, param)
+
+
+def _boolean(value: Any, param: str) -> None:
+    _bool(value, param)
+
+
+def _anything(value: Any, param: str) -> None:
+    """Any JSON value (the SDK's ``object``)."""
+
+
+def _json_object(value: Any, param: str) -> None:
+    _obj(value, param)
+
+
+def _integer(low: int | None = None, high: int | None = None) -> Check:
+    return lambda value, param: _int(value, param, low, high)
+
+
+def _number(low: float | None = None, high: float | None = None) -> Check:
+    return lambda value, param: _num(value, param, low, high)
+
+
+def _literal(*allowed: str) -> Check:
+    return lambda value, param: _enum(value, param, allowed)
+
+
+def _int_literal(allowed: int) -> Check:
+    def check(value: Any, param: str) -> None:
+        if _int(value, param) != allowed:
+            raise _invalid(param, value, f"Supported values are: {allowed}.")
+
+    return check
+
+
+def _nullable(check: Check) -> Check:
+    return lambda value, param: None if value is None else check(value, param)
+
+
+def _array(check: Check) -> Check:
     def checker(value: Any, param: str) -> None:
         if not isinstance(value, list):
             raise _bad_type(param, "an array", value)
@@ -304,96 +535,74 @@ def _list(check: Callable[[Any, str], Any]) -> Callable[[Any, str], None]:
     return checker
 
 
-def _check_format(value: Any, param: str) -> None:
-    fmt = _obj(value, param, {"type", "rate"})
-    kind = _enum(_required(fmt, "type", param), f"{param}.type", tuple(sorted(_FORMATS)))
-    if "rate" in fmt:
-        if kind != "audio/pcm":
-            raise ClientError("unknown_parameter", f"Unknown parameter: '{param}.rate'.", f"{param}.rate")
-        if _int(fmt["rate"], f"{param}.rate") != 24000:
-            raise _invalid(f"{param}.rate", fmt["rate"], "Supported values are: 24000.")
+def _map(check: Check) -> Check:
+    def checker(value: Any, param: str) -> None:
+        for key, item in _obj(value, param).items():
+            check(item, f"{param}.{key}")
+
+    return checker
 
 
-def _check_turn_detection(value: Any, param: str) -> None:
-    keys = {"type", "threshold", "prefix_padding_ms", "silence_duration_ms", "create_response", "interrupt_response",
-            "idle_timeout_ms", "eagerness"}
-    detection = _obj(value, param, keys)
-    _enum(_required(detection, "type", param), f"{param}.type", ("server_vad", "semantic_vad"))
-    _opt(detection, "threshold", lambda v, p: _num(v, p, 0.0, 1.0), param, nullable=True)
-    _opt(detection, "prefix_padding_ms", lambda v, p: _int(v, p, 0, 10_000), param, nullable=True)
-    _opt(detection, "silence_duration_ms", lambda v, p: _int(v, p, 0, 10_000), param, nullable=True)
-    _opt(detection, "idle_timeout_ms", lambda v, p: _int(v, p, 5_000, 30_000), param, nullable=True)
-    _opt(detection, "create_response", _bool, param, nullable=True)
-    _opt(detection, "interrupt_response", _bool, param, nullable=True)
-    _opt(detection, "eagerness", lambda v, p: _enum(v, p, ("low", "medium", "high", "auto")), param, nullable=True)
+def _fields(required: dict[str, Check] | None = None, optional: dict[str, Check] | None = None) -> Check:
+    """An object with these keys and no others: unknown keys first, then missing ones, then values."""
+    required, optional = required or {}, optional or {}
+    checks = {**optional, **required}
+    keys = frozenset(checks)
+
+    def check(value: Any, param: str) -> None:
+        obj = _obj(value, param, keys)
+        for key in required:
+            _required(obj, key, param)
+        for key, item in obj.items():
+            checks[key](item, _join(param, key))
+
+    return check
 
 
-def _check_audio(value: Any, param: str) -> None:
-    audio = _obj(value, param, {"input", "output"})
-    if "input" in audio:
-        p = f"{param}.input"
-        audio_in = _obj(audio["input"], p, {"format", "noise_reduction", "transcription", "turn_detection"})
-        _opt(audio_in, "format", _check_format, p)
-        _opt(audio_in, "noise_reduction", lambda v, q: _enum(_required(_obj(v, q, {"type"}), "type", q), f"{q}.type",
-                                                               ("near_field", "far_field")), p, nullable=True)
-        _opt(audio_in, "transcription", _check_transcription, p, nullable=True)
-        _opt(audio_in, "turn_detection", _check_turn_detection, p, nullable=True)
-    if "output" in audio:
-        p = f"{param}.output"
-        audio_out = _obj(audio["output"], p, {"format", "voice", "speed"})
-        _opt(audio_out, "format", _check_format, p)
-        _opt(audio_out, "voice", _str, p)
-        _opt(audio_out, "speed", lambda v, q: _num(v, q, 0.25, 1.5), p)
+def _tagged(variants: dict[str, Check], default: str | None = None, key: str = "type") -> Check:
+    """An object whose ``type`` picks its schema (``default`` when it has none)."""
+    allowed = tuple(variants)
+
+    def check(value: Any, param: str) -> None:
+        obj = _obj(value, param)
+        if key not in obj and default is not None:
+            variants[default](obj, param)
+            return
+        variants[_enum(_required(obj, key, param), _join(param, key), allowed)](obj, param)
+
+    return check
 
 
-def _check_transcription(value: Any, param: str) -> None:
-    transcription = _obj(value, param, {"model", "language", "prompt"})
-    for key in ("model", "language", "prompt"):
-        _opt(transcription, key, _str, param)
+_KINDS = {"string": str, "array": list, "object": dict}
 
 
-def _check_tool(value: Any, param: str) -> None:
-    tool = _obj(value, param, {"type", "name", "description", "parameters"})
-    _enum(_required(tool, "type", param), f"{param}.type", ("function",))
-    _str(_required(tool, "name", param), f"{param}.name")
-    _opt(tool, "description", _str, param)
-    _opt(tool, "parameters", lambda v, p: _obj(v, p), param)
+def _one_of(**checks: Check) -> Check:
+    """By the JSON kind of the value: string=, integer=, array=, object=."""
+    expected = " or ".join({"string": "a string", "integer": "an integer", "array": "an array",
+                            "object": "an object"}[k] for k in checks)
+
+    def check(value: Any, param: str) -> None:
+        for kind, sub in checks.items():
+            if kind == "integer" and isinstance(value, int) and not isinstance(value, bool):
+                sub(value, param)
+                return
+            if kind in _KINDS and isinstance(value, _KINDS[kind]):
+                sub(value, param)
+                return
+        raise _bad_type(param, f"one of {expected}", value)
+
+    return check
 
 
-def _check_tool_choice(value: Any, param: str) -> None:
-    if isinstance(value, str):
-        _enum(value, param, ("auto", "none", "required"))
-        return
-    choice = _obj(value, param, {"type", "name"})
-    _enum(_required(choice, "type", param), f"{param}.type", ("function",))
-    _str(_required(choice, "name", param), f"{param}.name")
+def _base64(value: Any, param: str) -> None:
+    _decode_base64(_str(value, param), param)
 
 
-def _check_max_tokens(value: Any, param: str) -> None:
-    if value != "inf":
-        _int(value, param, 1, 4096)
-
-
-def _check_modalities(value: Any, param: str) -> None:
-    _list(lambda v, p: _enum(v, p, ("audio", "text")))(value, param)
-    if len(value) != 1:
-        raise _invalid(param, value, "Supported values are: ['audio'] and ['text'].")
-
-
-_SESSION_CHECKS: dict[str, Callable[[Any, str], Any]] = {
-    "type": lambda v, p: _enum(v, p, ("realtime",)),
-    "model": _str,
-    "output_modalities": _check_modalities,
-    "instructions": _str,
-    "audio": _check_audio,
-    "tools": _list(_check_tool),
-    "tool_choice": _check_tool_choice,
-    "max_output_tokens": _check_max_tokens,
-    "truncation": lambda v, p: _enum(v, p, ("auto", "disabled")) if isinstance(v, str) else _obj(v, p),
-    "tracing": lambda v, p: None if v is None or v == "auto" else _obj(v, p),
-    "prompt": lambda v, p: None if v is None else _obj(v, p),
-    "include": lambda v, p: None if v is None else _list(_str)(v, p),
-}
+def _decode_base64(value: str, param: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ClientError("invalid_value", f"Invalid '{param}': not valid base64.", param) from None
 
 
 def _check_metadata(value: Any, param: str) -> None:
@@ -409,60 +618,188 @@ def _check_metadata(value: Any, param: str) -> None:
             raise ClientError("string_above_max_length", f"Invalid '{param}.{key}': longer than 512 characters.", f"{param}.{key}")
 
 
-def _check_response_audio_output(value: Any, param: str) -> None:
-    output = _obj(value, param, {"format", "voice"})
-    _opt(output, "format", _check_format, param)
-    _opt(output, "voice", _str, param)
+def _check_modalities(value: Any, param: str) -> None:
+    _array(_literal("audio", "text"))(value, param)
+    if len(value) != 1:  # the server's rule; the SDK's type allows any list
+        raise _invalid(param, value, "Supported values are: ['audio'] and ['text'].")
 
 
-_RESPONSE_CHECKS: dict[str, Callable[[Any, str], Any]] = {
-    "conversation": lambda v, p: _enum(v, p, ("auto", "none")),
-    "input": lambda v, p: _list(lambda i, q: _obj(i, q))(v, p),
-    "instructions": _str,
-    "metadata": _check_metadata,
-    "output_modalities": _check_modalities,
-    "audio": lambda v, p: _opt(_obj(v, p, {"output"}), "output", _check_response_audio_output, p),
-    "tools": _list(_check_tool),
-    "tool_choice": _check_tool_choice,
-    "max_output_tokens": _check_max_tokens,
-    "prompt": lambda v, p: None if v is None else _obj(v, p),
+_ITEM_META: dict[str, Check] = {
+    "id": _string, "object": _literal("realtime.item"), "status": _literal("completed", "incomplete", "in_progress"),
+}
+_CONTENT_TYPES = {"user": ("input_text", "input_audio", "input_image"), "system": ("input_text",),
+                  # "Cannot add assistant audio" (the server; the SDK's type allows output_audio)
+                  "assistant": ("output_text",)}
+_CONTENT_FIELDS: dict[str, dict[str, Check]] = {
+    "user": {"type": _string, "text": _string, "audio": _base64, "transcript": _string, "image_url": _string,
+             "detail": _literal("auto", "low", "high")},
+    "system": {"type": _string, "text": _string},
+    "assistant": {"type": _string, "text": _string, "audio": _string, "transcript": _string},
 }
 
 
-def _check_content(value: Any, param: str, role: str) -> None:
-    part = _obj(value, param, {"type", "text", "audio", "transcript", "image_url", "detail"})
-    allowed = {"user": ("input_text", "input_audio", "input_image"), "system": ("input_text",),
-               "assistant": ("output_text",)}[role]
-    kind = _enum(_required(part, "type", param), f"{param}.type", allowed)
-    if kind in ("input_text", "output_text"):
-        _str(_required(part, "text", param), f"{param}.text")
-    if kind == "input_audio":
-        audio = _str(_required(part, "audio", param), f"{param}.audio")
-        _decode_base64(audio, f"{param}.audio")
-        _opt(part, "transcript", _str, param, nullable=True)
+def _content(role: str) -> Check:
+    fields = _fields(optional=_CONTENT_FIELDS[role])
+
+    def check(value: Any, param: str) -> None:
+        fields(value, param)
+        # The server wants a part's type, and the text of a text part (optional in the SDK's type).
+        kind = _enum(_required(value, "type", param), f"{param}.type", _CONTENT_TYPES[role])
+        if kind in ("input_text", "output_text"):
+            _required(value, "text", param)
+        if kind == "input_audio":
+            _required(value, "audio", param)
+
+    return check
 
 
-def _check_item(value: Any) -> dict[str, Any]:
-    common = {"id", "type", "object", "status"}
-    item = _obj(value, "item")
-    kind = _enum(_required(item, "type", "item"), "item.type", ("message", "function_call", "function_call_output"))
-    if kind == "message":
-        _obj(item, "item", common | {"role", "content"})
-        role = _enum(_required(item, "role", "item"), "item.role", ("user", "assistant", "system"))
-        _list(lambda v, p: _check_content(v, p, role))(_required(item, "content", "item"), "item.content")
-    elif kind == "function_call":
-        _obj(item, "item", common | {"call_id", "name", "arguments"})
-        for key in ("call_id", "name", "arguments"):
-            _str(_required(item, key, "item"), f"item.{key}")
-    else:
-        _obj(item, "item", common | {"call_id", "output"})
-        _str(_required(item, "call_id", "item"), "item.call_id")
-        _str(_required(item, "output", "item"), "item.output")
-    _opt(item, "id", _str, "item")
-    _opt(item, "object", lambda v, p: _enum(v, p, ("realtime.item",)), "item")
-    _opt(item, "status", lambda v, p: _enum(v, p, ("completed", "incomplete", "in_progress")), "item")
-    return item
+def _message(value: Any, param: str) -> None:
+    item = _obj(value, param, frozenset({"type", "role", "content", *_ITEM_META}))
+    role = _enum(_required(item, "role", param), f"{param}.role", ("user", "assistant", "system"))
+    _fields({"type": _string, "role": _string, "content": _array(_content(role))}, _ITEM_META)(item, param)
 
+
+_MCP_ERROR = _tagged({
+    "protocol_error": _fields({"code": _integer(), "message": _string, "type": _string}),
+    "tool_execution_error": _fields({"message": _string, "type": _string}),
+    "http_error": _fields({"code": _integer(), "message": _string, "type": _string}),
+})
+_ITEMS: dict[str, Check] = {
+    "message": _message,
+    "function_call": _fields({"type": _string, "name": _string, "arguments": _string}, {**_ITEM_META, "call_id": _string}),
+    "function_call_output": _fields({"type": _string, "call_id": _string, "output": _string}, _ITEM_META),
+    "mcp_approval_response": _fields({"type": _string, "id": _string, "approval_request_id": _string, "approve": _boolean},
+                                     {"reason": _nullable(_string)}),
+    "mcp_list_tools": _fields({"type": _string, "server_label": _string, "tools": _array(_fields(
+        {"input_schema": _anything, "name": _string},
+        {"annotations": _nullable(_anything), "description": _nullable(_string)}))}, {"id": _string}),
+    "mcp_call": _fields({"type": _string, "id": _string, "arguments": _string, "name": _string, "server_label": _string},
+                        {"approval_request_id": _nullable(_string), "error": _nullable(_MCP_ERROR),
+                         "output": _nullable(_string)}),
+    "mcp_approval_request": _fields({"type": _string, "id": _string, "arguments": _string, "name": _string,
+                                     "server_label": _string}),
+}
+_ITEM = _tagged(_ITEMS)
+_INPUT_ITEM = _tagged({**_ITEMS, "item_reference": _fields({"type": _string, "id": _string})})
+
+_FORMAT = _tagged({  # the server wants the type (the SDK's type has it optional)
+    "audio/pcm": _fields({"type": _string}, {"rate": _int_literal(24000)}),
+    "audio/pcmu": _fields({"type": _string}),
+    "audio/pcma": _fields({"type": _string}),
+})
+_VOICE = _one_of(string=_string, object=_fields({"id": _string}))
+_TURN_DETECTION = _nullable(_tagged({
+    "server_vad": _fields({"type": _string}, {
+        "threshold": _number(0.0, 1.0), "prefix_padding_ms": _integer(0, 10_000), "silence_duration_ms": _integer(0, 10_000),
+        "idle_timeout_ms": _nullable(_integer(5_000, 30_000)), "create_response": _boolean, "interrupt_response": _boolean}),
+    "semantic_vad": _fields({"type": _string}, {
+        "eagerness": _literal("low", "medium", "high", "auto"), "create_response": _boolean, "interrupt_response": _boolean}),
+}))
+_TRANSCRIPTION = _nullable(_fields(optional={
+    "model": _string, "language": _string, "languages": _array(_string), "prompt": _string, "keywords": _array(_string),
+    "delay": _literal("minimal", "low", "medium", "high", "xhigh")}))
+_AUDIO = _fields(optional={
+    "input": _fields(optional={
+        "format": _FORMAT, "transcription": _TRANSCRIPTION, "turn_detection": _TURN_DETECTION,
+        "noise_reduction": _nullable(_fields(optional={"type": _literal("near_field", "far_field"), "strength": _number()})),
+    }),
+    "output": _fields(optional={"format": _FORMAT, "voice": _VOICE, "speed": _number(0.25, 1.5)}),
+})
+_TOOL_FILTER = _fields(optional={"read_only": _boolean, "tool_names": _array(_string)})
+_MCP_TOOL = _fields({"type": _string, "server_label": _string}, {
+    "allowed_callers": _nullable(_array(_literal("direct", "programmatic"))),
+    "allowed_tools": _nullable(_one_of(array=_array(_string), object=_TOOL_FILTER)),
+    "authorization": _string,
+    "connector_id": _literal("connector_dropbox", "connector_gmail", "connector_googlecalendar", "connector_googledrive",
+                             "connector_microsoftteams", "connector_outlookcalendar", "connector_outlookemail",
+                             "connector_sharepoint"),
+    "defer_loading": _boolean,
+    "headers": _nullable(_map(_string)),
+    "require_approval": _nullable(_one_of(string=_literal("always", "never"),
+                                          object=_fields(optional={"always": _TOOL_FILTER, "never": _TOOL_FILTER}))),
+    "server_description": _string, "server_url": _string, "tunnel_id": _string,
+})
+_FUNCTION_TOOL_FIELDS = _fields(optional={"type": _string, "name": _string, "description": _string,
+                                          "parameters": _json_object})
+
+
+def _function_tool(value: Any, param: str) -> None:
+    _FUNCTION_TOOL_FIELDS(value, param)
+    _required(value, "name", param)  # the server needs the name (optional in the SDK's type)
+
+
+_TOOL = _tagged({"function": _function_tool, "mcp": _MCP_TOOL}, default="function")
+_TOOL_CHOICE = _one_of(string=_literal("none", "auto", "required"), object=_tagged({
+    "function": _fields({"type": _string, "name": _string}),
+    "mcp": _fields({"type": _string, "server_label": _string}, {"name": _nullable(_string)}),
+}))
+_MAX_OUTPUT_TOKENS = _one_of(integer=_integer(1, 4096), string=_literal("inf"))
+_CACHE_BREAKPOINT = _fields({"mode": _literal("explicit")}, {"ttl": _literal("30m", "12h")})
+_PROMPT = _nullable(_fields({"id": _string}, {
+    "version": _nullable(_string),
+    "variables": _nullable(_map(_one_of(string=_string, object=_tagged({
+        "input_text": _fields({"type": _string, "text": _string}, {"prompt_cache_breakpoint": _CACHE_BREAKPOINT}),
+        "input_image": _fields({"type": _string, "detail": _literal("low", "high", "auto", "original")},
+                               {"file_id": _nullable(_string), "image_url": _nullable(_string),
+                                "prompt_cache_breakpoint": _CACHE_BREAKPOINT}),
+        "input_file": _fields({"type": _string}, {"detail": _literal("auto", "low", "high"), "file_data": _string,
+                                                  "file_id": _nullable(_string), "file_url": _string, "filename": _string,
+                                                  "prompt_cache_breakpoint": _CACHE_BREAKPOINT}),
+    })))),
+}))
+_REASONING = _fields(optional={"effort": _literal("minimal", "low", "medium", "high", "xhigh")})
+_SESSION = _fields({"type": _literal("realtime")}, {  # a realtime session cannot become a transcription one
+    "model": _string, "instructions": _string, "output_modalities": _check_modalities, "audio": _AUDIO,
+    "tools": _array(_TOOL), "tool_choice": _TOOL_CHOICE, "max_output_tokens": _MAX_OUTPUT_TOKENS,
+    "parallel_tool_calls": _boolean, "reasoning": _REASONING, "prompt": _PROMPT,
+    "include": _array(_literal("item.input_audio_transcription.logprobs")),
+    "tracing": _nullable(_one_of(string=_literal("auto"), object=_fields(optional={
+        "group_id": _string, "metadata": _anything, "workflow_name": _string}))),
+    "truncation": _one_of(string=_literal("auto", "disabled"), object=_fields(
+        {"type": _literal("retention_ratio"), "retention_ratio": _number(0.0, 1.0)},
+        {"token_limits": _fields(optional={"post_instructions": _integer(0)})})),
+})
+_RESPONSE = _fields(optional={
+    "conversation": _literal("auto", "none"),  # the server's values (the SDK's type is any string)
+    "input": _array(_INPUT_ITEM), "instructions": _string, "metadata": _check_metadata,
+    "output_modalities": _check_modalities,
+    "audio": _fields(optional={"output": _fields(optional={"format": _FORMAT, "voice": _VOICE})}),
+    "tools": _array(_TOOL), "tool_choice": _TOOL_CHOICE, "max_output_tokens": _MAX_OUTPUT_TOKENS,
+    "parallel_tool_calls": _boolean, "reasoning": _REASONING, "prompt": _PROMPT,
+})
+
+
+def _event(required: dict[str, Check] | None = None, optional: dict[str, Check] | None = None) -> Check:
+    return _fields({"type": _string, **(required or {})}, {"event_id": _string, **(optional or {})})
+
+
+_EVENTS: dict[str, Check] = {
+    "session.update": _event({"session": _SESSION}),
+    "input_audio_buffer.append": _event({"audio": _base64}),
+    "input_audio_buffer.commit": _event(),
+    "input_audio_buffer.clear": _event(),
+    "output_audio_buffer.clear": _event(),
+    "conversation.item.create": _event({"item": _ITEM}, {"previous_item_id": _string}),
+    "conversation.item.truncate": _event({"item_id": _string, "content_index": _integer(0, 0), "audio_end_ms": _integer(0)}),
+    "conversation.item.delete": _event({"item_id": _string}),
+    "conversation.item.retrieve": _event({"item_id": _string}),
+    "response.create": _event(optional={"response": _RESPONSE}),
+    "response.cancel": _event(optional={"response_id": _string}),
+}
+_CLIENT_EVENT_TYPES = tuple(_EVENTS)
+#: The server events of the GA union (openai.types.realtime.RealtimeServerEvent), for ``drop-on``.
+SERVER_EVENT_TYPES = (
+    "error", "session.created", "session.updated", "conversation.item.added", "conversation.item.done",
+    "conversation.item.retrieved", "conversation.item.deleted", "conversation.item.truncated",
+    "conversation.item.input_audio_transcription.completed", "conversation.item.input_audio_transcription.delta",
+    "conversation.item.input_audio_transcription.failed", "input_audio_buffer.committed", "input_audio_buffer.cleared",
+    "input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped", "input_audio_buffer.timeout_triggered",
+    "response.created", "response.done", "response.output_item.added", "response.output_item.done",
+    "response.content_part.added", "response.content_part.done", "response.output_audio.delta",
+    "response.output_audio.done", "response.output_audio_transcript.delta", "response.output_audio_transcript.done",
+    "response.output_text.delta", "response.output_text.done", "response.function_call_arguments.delta",
+    "response.function_call_arguments.done", "rate_limits.updated",
+)
 
 _MAX_DEPTH = 64
 
@@ -473,7 +810,8 @@ def _no_constant(name: str) -> Any:
 
 def _check_json(value: Any) -> None:
     """Refuse what Python's json accepts but a real server would not, or could not echo back:
-    lone UTF-16 surrogates (from ``\\ud800`` escapes) and nesting deeper than ``_MAX_DEPTH``."""
+    lone UTF-16 surrogates (from ``\\ud800`` escapes), numbers too large for a double (1e400
+    parses as inf) and nesting deeper than ``_MAX_DEPTH``."""
     stack = [(value, 1)]
     while stack:
         node, depth = stack.pop()
@@ -481,6 +819,9 @@ def _check_json(value: Any) -> None:
             raise ValueError("nested too deeply")
         if isinstance(node, str):
             node.encode("utf-8")  # UnicodeEncodeError (a ValueError) for a lone surrogate
+        elif isinstance(node, float):
+            if not math.isfinite(node):
+                raise ValueError("number out of range")
         elif isinstance(node, dict):
             for key, item in node.items():
                 key.encode("utf-8")
@@ -489,31 +830,119 @@ def _check_json(value: Any) -> None:
             stack.extend((item, depth + 1) for item in node)
 
 
-def _decode_base64(value: str, param: str) -> bytes:
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise ClientError("invalid_value", f"Invalid '{param}': not valid base64.", param) from None
+_INVALID_JSON = ("We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "
+                 "HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.")
+
+
+# --------------------------------------------------------------------------- audio formats
+
+
+def _alaw_tables() -> tuple[np.ndarray, np.ndarray]:
+    """G.711 A-law (the ITU/Sun reference algorithm): code per 16-bit sample, sample per code."""
+    codes = np.arange(256, dtype=np.int32) ^ 0x55
+    t = (codes & 0x0F) << 4
+    seg = (codes & 0x70) >> 4
+    t = np.where(seg == 0, t + 8, t + 0x108)
+    t = np.where(seg > 1, t << np.maximum(seg - 1, 0), t)
+    decode = np.where(codes & 0x80, t, -t).astype("<i2")
+    samples = np.arange(-32768, 32768, dtype=np.int32) >> 3
+    mask = np.where(samples >= 0, 0xD5, 0x55)
+    magnitude = np.where(samples >= 0, samples, -samples - 1)
+    seg_ends = np.array([0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF])
+    segment = np.searchsorted(seg_ends, magnitude)  # the first end >= magnitude
+    shift = np.where(segment < 2, 1, segment)
+    value = (segment << 4) | ((magnitude >> shift) & 0x0F)
+    encoded = np.where(segment >= 8, 0x7F ^ mask, value ^ mask).astype(np.uint8)
+    encode = np.empty(65536, dtype=np.uint8)  # indexed by the sample's bits as an unsigned 16-bit number
+    encode[(np.arange(-32768, 32768) & 0xFFFF)] = encoded
+    return encode, decode
+
+
+_ALAW_ENCODE, _ALAW_DECODE = _alaw_tables()
+
+
+def slin_to_alaw(pcm: bytes) -> bytes:
+    return _ALAW_ENCODE.take(np.frombuffer(pcm, "<u2")).tobytes()
+
+
+def alaw_to_slin(alaw: bytes) -> bytes:
+    return _ALAW_DECODE.take(np.frombuffer(alaw, np.uint8)).tobytes()
+
+
+def upsample_24k(pcm8k: bytes) -> bytes:
+    """8 kHz 16-bit PCM to 24 kHz (linear interpolation; every third sample is the original)."""
+    x = np.frombuffer(pcm8k, "<i2").astype(np.float64)
+    if not x.size:
+        return b""
+    step = np.append(x[1:], x[-1:]) - x
+    y = np.empty(3 * x.size)
+    y[0::3], y[1::3], y[2::3] = x, x + step / 3, x + 2 * step / 3
+    return np.rint(y).astype("<i2").tobytes()
+
+
+def downsample_24k(pcm24k: bytes) -> bytes:
+    """24 kHz 16-bit PCM to 8 kHz: every third sample. Enough for what the simulator listens to
+    (tone-voice symbols at 500..2200 Hz, VAD energy); exactly undoes ``upsample_24k``."""
+    return np.frombuffer(pcm24k, "<i2", len(pcm24k) // 2)[0::3].tobytes()
+
+
+@dataclass(frozen=True)
+class AudioFormat:
+    """One of the three GA audio formats; converts to and from 8 kHz 16-bit PCM (what the VAD,
+    the tone-voice decoder and ``voice.speak`` use)."""
+
+    type: str  # "audio/pcm" (PCM16 LE mono 24 kHz), "audio/pcmu", "audio/pcma" (G.711, 8 kHz)
+
+    @property
+    def bytes_per_ms(self) -> int:
+        return 48 if self.type == "audio/pcm" else 8
+
+    def body(self) -> dict[str, Any]:
+        return {"type": self.type, "rate": 24000} if self.type == "audio/pcm" else {"type": self.type}
+
+    def encode(self, slin8k: bytes) -> bytes:
+        if self.type == "audio/pcmu":
+            return g711.slin_to_ulaw(slin8k)
+        if self.type == "audio/pcma":
+            return slin_to_alaw(slin8k)
+        return upsample_24k(slin8k)
+
+    def decode(self, data: bytes) -> bytes:
+        if self.type == "audio/pcmu":
+            return g711.ulaw_to_slin(data)
+        if self.type == "audio/pcma":
+            return alaw_to_slin(data)
+        return downsample_24k(data)
+
+
+PCM24K = AudioFormat("audio/pcm")
+
+
+def _format_of(spec: Any, default: AudioFormat = PCM24K) -> AudioFormat:
+    return AudioFormat(spec["type"]) if isinstance(spec, dict) and "type" in spec else default
 
 
 # --------------------------------------------------------------------------- the stream under the WebSocket
 
 
 class _Wire(trio.abc.Stream):
-    """The raw stream, with a switch that makes this end dead: once ``silence()``d, what the
-    server sends is discarded and what it receives is read and discarded (so the end of the
-    connection is still noticed). ``closed`` is set when the peer's side ends (EOF or error)."""
+    """The raw stream, with two switches. Once ``silence()``d this end is dead: what the server
+    sends is discarded and what it receives is read and discarded (so the end of the connection
+    is still noticed). Once ``deaf``, pong frames are not sent (trio-websocket writes each frame
+    with one ``send_all``; a server's pong is unmasked and starts with 0x8A). ``closed`` is set
+    when the peer's side ends (EOF or error)."""
 
     def __init__(self, raw: trio.abc.Stream) -> None:
         self.raw = raw
         self.silenced = False
+        self.deaf = False
         self.closed = trio.Event()
 
     def silence(self) -> None:
         self.silenced = True
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self.silenced:
+        if self.silenced or (self.deaf and len(data) and data[0] == 0x8A):
             await trio.lowlevel.checkpoint()
             return
         await self.raw.send_all(data)
@@ -545,12 +974,30 @@ class _Wire(trio.abc.Stream):
 
 
 class _Ids:
-    def __init__(self) -> None:
+    """Ids unique across the sessions of one ledger (a replay into a new session may carry the
+    old session's call ids): ``item_sim002000013`` is session 2's 13th id."""
+
+    def __init__(self, session: int = 0) -> None:
+        self.session = session
         self.n = 0
 
     def __call__(self, prefix: str) -> str:
         self.n += 1
-        return f"{prefix}_sim{self.n:06d}"
+        return f"{prefix}_sim{self.session:03d}{self.n:06d}"
+
+
+@dataclass
+class _Part:
+    """One output item of a response, from ``response.output_item.added`` to its ``.done``."""
+
+    kind: str  # "audio", "text" (a message) or "call"
+    item: dict[str, Any]
+    index: int  # output_index
+    previous: str | None  # previous_item_id in the conversation (in-band responses)
+    name: str = ""  # call: the tool
+    generated: str = ""  # transcript, text or arguments generated so far
+    complete: bool = False  # all of it was generated
+    sent: set[str] = field(default_factory=set)  # the event types of this part already sent
 
 
 @dataclass
@@ -559,14 +1006,43 @@ class _Response:
     metadata: dict[str, str]
     turn: Turn
     out_of_band: bool = False
+    modality: str = "audio"
+    format: AudioFormat = PCM24K
+    voice: str = "marin"
+    max_output_tokens: Any = "inf"
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     output: list[dict[str, Any]] = field(default_factory=list)
+    open_part: _Part | None = None
     cancel_reason: str | None = None
     call_issued: bool = False
+    audio_ms: int = 0
 
 
 #: The exceptions that mean the WebSocket is gone (or going) rather than a simulator bug.
 _GONE = (ConnectionClosed, LocalProtocolError)
+_END = object()  # "append at the end" for _add_item
+
+
+def _default_session(session_id: str, model: str, expires_at: int) -> dict[str, Any]:
+    """``session.created``'s session: the real service's defaults (SDK RealtimeSessionCreateResponse)."""
+    return {
+        "type": "realtime", "object": "realtime.session", "id": session_id, "model": model,
+        "output_modalities": ["audio"], "instructions": "", "tools": [], "tool_choice": "auto",
+        "max_output_tokens": "inf", "truncation": "auto", "prompt": None, "tracing": None, "include": None,
+        "expires_at": expires_at,
+        "audio": {
+            "input": {"format": PCM24K.body(), "transcription": None, "noise_reduction": None,
+                      "turn_detection": dict(_SERVER_VAD)},
+            "output": {"format": PCM24K.body(), "voice": "marin", "speed": 1.0},
+        },
+    }
+
+
+_SERVER_VAD = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500,
+               "idle_timeout_ms": None, "create_response": True, "interrupt_response": True}
+_SEMANTIC_VAD = {"type": "semantic_vad", "eagerness": "auto", "create_response": True, "interrupt_response": True}
+#: How long semantic VAD waits after speech that sounds finished (the simulator's stand-in).
+_SEMANTIC_SILENCE_MS = {"high": 300, "auto": 500, "medium": 500, "low": 800}
 
 
 class SimRealtimeSession:
@@ -576,7 +1052,7 @@ class SimRealtimeSession:
 
     def __init__(
         self, ws: WebSocketConnection, config: SimModelConfig, model: ScriptedModel,
-        session_log: SessionLog | None = None, wire: _Wire | None = None,
+        session_log: SessionLog | None = None, wire: _Wire | None = None, model_name: str = "gpt-realtime",
     ) -> None:
         self.ws = ws
         self.config = config
@@ -584,39 +1060,33 @@ class SimRealtimeSession:
         self.model = model
         self.log = session_log if session_log is not None else SessionLog(0, trio.current_time())
         self.wire = wire
-        self.ids = _Ids()
-        self.session: dict[str, Any] = {
-            "type": "realtime", "object": "realtime.session", "id": self.ids("sess"), "model": "gpt-realtime",
-            "output_modalities": ["audio"], "instructions": "", "tools": [], "tool_choice": "auto",
-            "max_output_tokens": "inf", "truncation": "auto", "prompt": None, "tracing": None,
-            "audio": {
-                "input": {"format": {"type": "audio/pcm", "rate": 24000}, "transcription": None, "noise_reduction": None,
-                          "turn_detection": {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
-                                             "silence_duration_ms": 500, "idle_timeout_ms": None,
-                                             "create_response": True, "interrupt_response": True}},
-                "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "marin", "speed": 1.0},
-            },
-        }
+        self.ids = _Ids(self.log.number)
+        self.session = _default_session(self.ids("sess"), model_name, int(time.time() + config.max_session_s))
+        self.log.session_id = self.session["id"]
+        self.conversation_id = self.ids("conv")
         self.active: _Response | None = None  # the response writing to the default conversation
         self.running: dict[str, _Response] = {}  # every response in progress, out-of-band ones too
-        self.pending_calls: dict[str, str] = {}  # call_id -> tool name, awaiting output
-        self.answered_calls: set[str] = set()
-        self.new_outputs: list[tuple[str, str]] = []
-        self.user_text: str | None = None
+        self.history = History()  # what the model reads from the default conversation
         self.items: dict[str, int] = {}  # assistant audio item -> ms of audio
         self._item_responses: dict[str, _Response] = {}  # assistant audio item -> the response that said it
+        self._spoken: dict[str, tuple[bytes, AudioFormat]] = {}  # assistant audio item -> (8 kHz PCM, format)
+        self._heard_audio: dict[str, bytes] = {}  # user audio item -> its 8 kHz PCM
+        self._heard_text: dict[str, str | None] = {}  # user audio item -> what the model made of it
         self._last_interrupted = -1  # creation order of the latest response cut short
         self.conversation: dict[str, dict[str, Any]] = {}  # item id -> item
+        self.order: list[str] = []  # the conversation's item ids, in order
         self.creates = 0
         self.silenced = False
-        self._input = bytearray()
+        self._sent = Counter[str]()
+        self._received = Counter[str]()
+        self._input = bytearray()  # input audio not yet a whole 20 ms block, in the input format
         self._input_ms = 0
         self._uncommitted: deque[bytes] = deque(maxlen=_MAX_UNCOMMITTED_BLOCKS)  # 20 ms blocks since the last commit
         self._speech: bytearray | None = None
         self._speech_item = ""
         self._speech_start_ms = 0
         self._silent_ms = 0
-        self._history = bytearray()  # recent input, for the prefix padding
+        self._recent = bytearray()  # recent input (8 kHz PCM), for the prefix padding
         self._send_lock = trio.Lock()
         self._pinger_scope = trio.CancelScope()
         self._handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
@@ -624,6 +1094,7 @@ class SimRealtimeSession:
             "input_audio_buffer.append": self._on_input_audio_buffer_append,
             "input_audio_buffer.commit": self._on_input_audio_buffer_commit,
             "input_audio_buffer.clear": self._on_input_audio_buffer_clear,
+            "output_audio_buffer.clear": self._on_output_audio_buffer_clear,
             "conversation.item.create": self._on_conversation_item_create,
             "conversation.item.truncate": self._on_conversation_item_truncate,
             "conversation.item.delete": self._on_conversation_item_delete,
@@ -645,22 +1116,40 @@ class SimRealtimeSession:
         code = exc.reason.code if isinstance(exc, ConnectionClosed) and exc.reason is not None else None
         self._end("connection_lost" if code in (None, 1006) else "client_closed", code)
 
+    def _record(self, direction: str, payload: Any, raw: str | None = None) -> None:
+        if self.config.transcript is None:
+            return
+        record: dict[str, Any] = {"t": round(trio.current_time() - self.log.started_at, 6),
+                                  "session": self.session["id"], "dir": direction, "event": payload}
+        if raw is not None:
+            record["raw"] = raw
+        self.config.transcript(record)
+
     async def send(self, payload: dict[str, Any]) -> None:
         """Send one server event. If the connection is gone, end the session and return."""
         if self.silenced:
             return
-        payload = {"type": payload.pop("type"), "event_id": self.ids("event"), **payload}
+        kind = payload.pop("type")
+        payload = {"type": kind, "event_id": self.ids("event"), **payload}
         text = json.dumps(payload, ensure_ascii=False)
         try:
             async with self._send_lock:
                 await self.ws.send_message(text)
         except _GONE as exc:
             self._closed(exc)
+            return
+        if self.config.transcript is not None:
+            self._record("out", json.loads(text))
+        self._sent[kind] += 1
+        drop_on = self.faults.drop_on
+        if drop_on is not None and drop_on == (kind, self._sent[kind]):
+            await self._drop()
 
     async def error(self, exc: ClientError, event_id: str | None, error_type: str = "invalid_request_error") -> None:
         if self.silenced:
             return
-        event(log, "sim.model.client_error", level=logging.WARNING, code=exc.code, message=exc.message)
+        event(log, "sim.model.client_error", level=logging.WARNING, code=exc.code, message=exc.message,
+              param=exc.param or "", event_id=event_id or "")
         self.log.errors.append(ErrorLog(trio.current_time(), exc.code, event_id))
         await self.send({"type": "error", "error": {"type": error_type, "code": exc.code, "message": exc.message,
                                                      "param": exc.param, "event_id": event_id}})
@@ -709,6 +1198,14 @@ class SimRealtimeSession:
             nursery.start_soon(self._at, start + faults.silent_after_s, self._silence)
         if faults.spurious_error_after_s is not None:
             nursery.start_soon(self._at, start + faults.spurious_error_after_s, self._spurious_error)
+        if faults.deaf_pings_after_s is not None:
+            nursery.start_soon(self._at, start + faults.deaf_pings_after_s, self._deafen)
+        for at, code in faults.errors_at:
+            nursery.start_soon(self._at, start + at, lambda code=code: self._error_fault(code))
+        expire = self.config.max_session_s
+        if faults.expire_after_s is not None:
+            expire = min(expire, faults.expire_after_s)
+        nursery.start_soon(self._at, start + expire, self._expire)
 
     async def _at(self, when: float, action: Callable[[], Any]) -> None:
         await trio.sleep_until(when)
@@ -733,115 +1230,252 @@ class SimRealtimeSession:
             response.scope.cancel()
         await trio.lowlevel.checkpoint()
 
+    async def _deafen(self) -> None:
+        event(log, "sim.model.fault", fault="deaf_pings")
+        if self.wire is not None:
+            self.wire.deaf = True
+        await trio.lowlevel.checkpoint()
+
     async def _spurious_error(self) -> None:
         event(log, "sim.model.fault", fault="spurious_error")
         await self.error(ClientError("invalid_value", "Invalid value: the conversation is in an unexpected state."), None)
+
+    async def _error_fault(self, code: str) -> None:
+        event(log, "sim.model.fault", fault="error", code=code)
+        if code == "server_error":
+            await self.error(ClientError(code, SERVER_ERROR_MESSAGE), None, error_type="server_error")
+        elif code == "session_expired":
+            await self.error(ClientError(code, self._expired_message()), None)
+        else:
+            await self.error(ClientError(code, f"The server reported an error ({code})."), None)
+
+    def _expired_message(self) -> str:
+        return f"Your session hit the maximum duration of {self.config.max_session_s / 60:g} minutes."
+
+    async def _expire(self) -> None:
+        event(log, "sim.model.session_expired", after_s=trio.current_time() - self.log.started_at)
+        if self.silenced:
+            self._end("expired", None)
+            return
+        await self.error(ClientError("session_expired", self._expired_message()), None)
+        if self.log.end_reason is None:
+            self.log.end_reason, self.log.close_code = "expired", 1001
+        with trio.move_on_after(DISCONNECT_TIMEOUT_S):
+            try:
+                await self.ws.aclose(code=1001, reason="session expired")
+            except _GONE:
+                pass
+        self._end("expired", 1001)
 
     # ------------------------------------------------------------------ client events
 
     async def _on_client_message(self, message: str | bytes) -> None:
         event_id = None
         try:
+            if isinstance(message, bytes):
+                self._record("in", None, f"<{len(message)} bytes binary>")
+                raise ClientError("invalid_json", "Binary frames are not supported: send each event as a JSON text frame.")
             try:
                 payload = json.loads(message, parse_constant=_no_constant)
                 _check_json(payload)
             except (ValueError, RecursionError):  # UnicodeDecodeError included
-                raise ClientError("invalid_json", "We could not parse the JSON body of your request. (HINT: This likely "
-                                  "means you aren't using your HTTP library correctly. The OpenAI API expects a JSON "
-                                  "payload, but what was sent was not valid JSON.") from None
+                self._record("in", None, message[:2000])
+                raise ClientError("invalid_json", _INVALID_JSON) from None
+            self._record("in", payload)
             if not isinstance(payload, dict):
                 raise _bad_type("event", "an object", payload)
             if isinstance(payload.get("event_id"), str):
                 event_id = payload["event_id"]
-            elif payload.get("event_id") is not None:
+            elif "event_id" in payload:
                 raise _bad_type("event_id", "a string", payload["event_id"])
-            kind = _required(payload, "type", "")
-            _str(kind, "type")
+            kind = _str(_required(payload, "type", ""), "type")
+            drop_on = self.faults.drop_on
+            if drop_on is not None and drop_on[0] == kind:
+                self._received[kind] += 1
+                if self._received[kind] == drop_on[1]:
+                    await self._drop()
+                    return
             handler = self._handlers.get(kind)
             if handler is None:
-                raise _invalid("type", kind, "Supported values are the client events of the GA Realtime API"
-                               + (" (output_audio_buffer.clear is for WebRTC and SIP only)." if kind == "output_audio_buffer.clear" else "."))
+                raise _invalid("type", kind, "Supported values are: " + ", ".join(f"'{k}'" for k in _EVENTS) + ".")
             await handler(payload)
         except ClientError as exc:
             await self.error(exc, event_id)
 
+    @staticmethod
+    def _validate(payload: dict[str, Any]) -> None:
+        _EVENTS[payload["type"]](payload, "")
+
     async def _on_session_update(self, payload: dict[str, Any]) -> None:
-        _obj(payload, "", {"type", "event_id", "session"})
-        session = _obj(_required(payload, "session", ""), "session")
-        _required(session, "type", "session")
-        unknown = sorted(set(session) - set(_SESSION_CHECKS))
-        if unknown:
-            raise ClientError("unknown_parameter", f"Unknown parameter: 'session.{unknown[0]}'.", f"session.{unknown[0]}")
-        for key, value in session.items():
-            _SESSION_CHECKS[key](value, f"session.{key}")
-        voice_now = self.session["audio"]["output"].get("voice")
-        new_voice = session.get("audio", {}).get("output", {}).get("voice", voice_now)
+        self._validate(payload)
+        session = payload["session"]
+        number = self.log.session_updates + self.log.refused_session_updates + 1
+        if self.faults.refuse_every_session_update or number in self.faults.refuse_session_updates:
+            self.log.refused_session_updates += 1
+            event(log, "sim.model.fault", fault="refuse_session_update", number=number)
+            voice_asked = session.get("audio", {}).get("output", {}).get("voice", self.session["audio"]["output"]["voice"])
+            shown = voice_asked if isinstance(voice_asked, str) else json.dumps(voice_asked)
+            raise ClientError("invalid_value", f"Invalid value: '{shown}'. Supported values are: "
+                              + ", ".join(f"'{v}'" for v in VOICES[:-1]) + f", and '{VOICES[-1]}'.",
+                              "session.audio.output.voice")
+        voice_now = self.session["audio"]["output"]["voice"]
+        new_voice = _voice_name(session.get("audio", {}).get("output", {}).get("voice", voice_now))
         if new_voice != voice_now and self.items:
             raise ClientError("cannot_update_voice", "Cannot update a conversation's voice if assistant audio is present.",
                               "session.audio.output.voice")
+        old_input = self._input_format()
         for key, value in session.items():
             if key == "audio":
                 for direction, conf in value.items():
-                    self.session["audio"].setdefault(direction, {}).update(conf)
+                    for name, setting in conf.items():
+                        self.session["audio"][direction][name] = _normalize(name, setting)
+            elif key == "tools":
+                self.session["tools"] = [{"type": "function", **tool} if "type" not in tool else tool for tool in value]
             else:
                 self.session[key] = value
+        if self._input_format() != old_input:
+            self._input.clear()  # a partial block in the old format means nothing in the new one
+        self.log.session_updates += 1
         await self.send({"type": "session.updated", "session": self.session})
 
+    def _input_format(self) -> AudioFormat:
+        return _format_of(self.session["audio"]["input"]["format"])
+
+    def _output_format(self) -> AudioFormat:
+        return _format_of(self.session["audio"]["output"]["format"])
+
     async def _on_input_audio_buffer_append(self, payload: dict[str, Any]) -> None:
-        _obj(payload, "", {"type", "event_id", "audio"})
-        audio = _decode_base64(_str(_required(payload, "audio", ""), "audio"), "audio")
-        await self._vad(audio)
+        self._validate(payload)
+        await self._vad(_decode_base64(payload["audio"], "audio"))
 
     async def _on_input_audio_buffer_clear(self, payload: dict[str, Any]) -> None:
-        _obj(payload, "", {"type", "event_id"})
+        self._validate(payload)
         self._speech = None
         self._uncommitted.clear()
+        self._input.clear()
         await self.send({"type": "input_audio_buffer.cleared"})
 
+    async def _on_output_audio_buffer_clear(self, payload: dict[str, Any]) -> None:
+        """WebRTC/SIP only: over a WebSocket the server keeps no output buffer, so nothing to clear."""
+        self._validate(payload)
+        event(log, "sim.model.ignored", type="output_audio_buffer.clear")
+
     async def _on_input_audio_buffer_commit(self, payload: dict[str, Any]) -> None:
-        _obj(payload, "", {"type", "event_id"})
+        self._validate(payload)
         if self._speech is not None:
             audio, self._speech = bytes(self._speech), None
             item_id = self._speech_item
         else:
             audio = b"".join(self._uncommitted)
             item_id = self.ids("item")
-        if len(audio) < 800:
+        if len(audio) < 5 * _SLIN_BLOCK:
             raise ClientError("input_audio_buffer_commit_empty",
                               "Error committing input audio buffer: buffer too small. Expected at least 100ms of audio, "
-                              f"but buffer only has {len(audio) / 8:.2f}ms of audio.")
+                              f"but buffer only has {len(audio) / 16:.2f}ms of audio.")
         self._uncommitted.clear()
         await self._commit(item_id, audio)
 
+    # ------------------------------------------------------------------ the conversation
+
+    def _add_item(self, item: dict[str, Any], after: Any = _END) -> str | None:
+        """Place ``item`` in the conversation; returns its previous_item_id."""
+        if after is _END:
+            previous = self.order[-1] if self.order else None
+            self.order.append(item["id"])
+        elif after == "root":
+            previous = None
+            self.order.insert(0, item["id"])
+        else:
+            previous = after
+            self.order.insert(self.order.index(after) + 1, item["id"])
+        self.conversation[item["id"]] = item
+        return previous
+
+    def _remove_item(self, item_id: str) -> None:
+        self.conversation.pop(item_id, None)
+        if item_id in self.order:
+            self.order.remove(item_id)
+
+    def _call_name(self, call_id: str) -> str | None:
+        for calls in (self.log.calls, self.log.client_calls):
+            if call_id in calls:
+                return calls[call_id].name
+        return self.history.pending.get(call_id) or self.history.answered.get(call_id)
+
+    def _read(self, history: History, item: dict[str, Any]) -> None:
+        """What the model takes from one item into ``history`` (an item a client put in)."""
+        kind = item.get("type")
+        if kind == "message":
+            parts = item.get("content") or []
+            if item.get("role") == "user":
+                texts = [self._user_part_text(item.get("id", ""), p) for p in parts]
+                words = " ".join(t for t in texts if t)
+                if words:
+                    history.heard(words)
+                elif item.get("id") in self._heard_text:  # an utterance it could not make out
+                    history.heard(None)
+            elif item.get("role") == "assistant":
+                history.assistant_item(" ".join(p.get("text") or p.get("transcript") or "" for p in parts))
+            elif item.get("role") == "system":
+                history.system_item(" ".join(p.get("text") or "" for p in parts))
+        elif kind == "function_call":
+            history.call_item(item["call_id"], item["name"])
+        elif kind == "function_call_output":
+            if not history.output(item["call_id"], item["output"]):
+                name = self._call_name(item["call_id"])
+                if name is not None:
+                    history.outputs.append((name, item["output"]))
+
+    def _user_part_text(self, item_id: str, part: dict[str, Any]) -> str | None:
+        if part.get("type") == "input_text":
+            return str(part.get("text") or "")
+        if part.get("type") == "input_audio":
+            if item_id in self._heard_text:
+                return self._heard_text[item_id]
+            if part.get("transcript"):
+                return str(part["transcript"])
+            if part.get("audio"):
+                pcm = self._input_format().decode(base64.b64decode(part["audio"]))
+                try:
+                    return voice.hear(pcm)
+                except voice.UnintelligibleSpeech:
+                    return None
+        return None
+
     async def _on_conversation_item_create(self, payload: dict[str, Any]) -> None:
-        _obj(payload, "", {"type", "event_id", "item", "previous_item_id"})
-        _opt(payload, "previous_item_id", _str, "", nullable=True)
-        item = _check_item(_required(payload, "item", ""))
+        self._validate(payload)
+        item = dict(payload["item"])
+        after = payload.get("previous_item_id", _END)
+        if after is not _END and after != "root" and after not in self.conversation:
+            raise ClientError("item_not_found", f"Previous item with id '{after}' not found.", "previous_item_id")
         if item.get("id") in self.conversation:
             raise _invalid("item.id", item["id"], "An item with this id already exists.")
-        if item.get("type") == "function_call_output":
+        kind = item["type"]
+        if kind == "function_call_output":
             call_id = item["call_id"]
-            known = self.log.calls.get(call_id)
+            known = self.log.calls.get(call_id) or self.log.client_calls.get(call_id)
             if known is not None:
                 known.outputs.append(trio.current_time())
-            if call_id not in self.pending_calls:
+            if call_id not in self.history.pending:
                 code = "invalid_value"
                 self.log.rejected_outputs.append(RejectedOutputLog(trio.current_time(), call_id, code))
                 raise ClientError(code, f"No function call with call_id '{call_id}' is awaiting output.", "item.call_id")
-            self.new_outputs.append((self.pending_calls.pop(call_id), item["output"]))
-            self.answered_calls.add(call_id)
-        elif item.get("type") == "function_call":
-            if item["call_id"] in self.pending_calls or item["call_id"] in self.answered_calls:
+        elif kind == "function_call":
+            item.setdefault("call_id", self.ids("call"))
+            if self.history.known(item["call_id"]) or item["call_id"] in self.log.calls:
                 raise _invalid("item.call_id", item["call_id"], "A function call with this call_id already exists.")
-            self.pending_calls[item["call_id"]] = item["name"]
-        elif item.get("role") == "user":
-            texts = [part["text"] for part in item["content"] if part["type"] == "input_text"]
-            if texts:
-                self.user_text = " ".join(texts)
-        item = {"id": self.ids("item"), "object": "realtime.item", "status": "completed", **item}
-        self.conversation[item["id"]] = item
-        await self.send({"type": "conversation.item.added", "previous_item_id": None, "item": item})
-        await self.send({"type": "conversation.item.done", "previous_item_id": None, "item": item})
+            self.log.client_calls[item["call_id"]] = FunctionCallLog(item["name"], item["arguments"], trio.current_time())
+        item.setdefault("id", self.ids("item"))
+        if kind in ("message", "function_call", "function_call_output"):
+            item = {"id": item.pop("id"), "object": "realtime.item", "type": item.pop("type"),
+                    **item, "status": item.get("status", "completed")}
+        self._read(self.history, item)
+        previous = self._add_item(item, after)
+        await self.send({"type": "conversation.item.added", "previous_item_id": previous, "item": item})
+        await self.send({"type": "conversation.item.done", "previous_item_id": previous, "item": item})
+        if kind == "function_call_output" and self.faults.respond_after_output and self.active is None:
+            event(log, "sim.model.fault", fault="respond_after_output")
+            self._start_response({}, trigger="output")
 
     def _interrupted(self, response: _Response, reason: str, call_issued: bool) -> None:
         """Tell the model a response of the conversation was cut: the latest one cut is what it resumes."""
@@ -851,10 +1485,8 @@ class SimRealtimeSession:
             self.model.cancelled(response.turn, reason=reason, call_issued=call_issued)
 
     async def _on_conversation_item_truncate(self, payload: dict[str, Any]) -> None:
-        _obj(payload, "", {"type", "event_id", "item_id", "content_index", "audio_end_ms"})
-        item_id = _str(_required(payload, "item_id", ""), "item_id")
-        _int(_required(payload, "content_index", ""), "content_index", 0, 0)
-        end_ms = _int(_required(payload, "audio_end_ms", ""), "audio_end_ms", 0)
+        self._validate(payload)
+        item_id, end_ms = payload["item_id"], payload["audio_end_ms"]
         if item_id not in self.items:
             raise ClientError("invalid_value", f"Item '{item_id}' has no assistant audio.", "item_id")
         if end_ms > self.items[item_id]:
@@ -864,22 +1496,42 @@ class SimRealtimeSession:
             # The response was complete, but the caller heard only part of it: to the model, as
             # to a person, the answer was interrupted (one cancelled mid-way was told already).
             self._interrupted(spoken, "turn_detected", call_issued=True)
+        item = self.conversation.get(item_id)
+        if item is not None and end_ms < self.items[item_id] and item["content"]:
+            # What the caller did not hear is gone from the transcript too.
+            transcript = item["content"][0].get("transcript") or ""
+            words = transcript.split(" ")
+            kept = words[: len(words) * end_ms // max(self.items[item_id], 1)]
+            item["content"][0]["transcript"] = " ".join(kept)
+        self.items[item_id] = end_ms
         await self.send({"type": "conversation.item.truncated", "item_id": item_id, "content_index": 0, "audio_end_ms": end_ms})
 
     async def _on_conversation_item_delete(self, payload: dict[str, Any]) -> None:
-        _obj(payload, "", {"type", "event_id", "item_id"})
-        item_id = _str(_required(payload, "item_id", ""), "item_id")
-        if self.conversation.pop(item_id, None) is None:
-            raise ClientError("item_not_found", f"Item with item_id not found: {item_id}", "item_id")
-        self.items.pop(item_id, None)
-        await self.send({"type": "conversation.item.deleted", "item_id": item_id})
-
-    async def _on_conversation_item_retrieve(self, payload: dict[str, Any]) -> None:
-        _obj(payload, "", {"type", "event_id", "item_id"})
-        item_id = _str(_required(payload, "item_id", ""), "item_id")
+        self._validate(payload)
+        item_id = payload["item_id"]
         item = self.conversation.get(item_id)
         if item is None:
             raise ClientError("item_not_found", f"Item with item_id not found: {item_id}", "item_id")
+        self._remove_item(item_id)
+        self.items.pop(item_id, None)
+        if item.get("type") == "function_call":
+            self.history.forget(item["call_id"])
+        await self.send({"type": "conversation.item.deleted", "item_id": item_id})
+
+    async def _on_conversation_item_retrieve(self, payload: dict[str, Any]) -> None:
+        self._validate(payload)
+        item_id = payload["item_id"]
+        item = self.conversation.get(item_id)
+        if item is None:
+            raise ClientError("item_not_found", f"Item with item_id not found: {item_id}", "item_id")
+        item = json.loads(json.dumps(item))
+        if item_id in self._heard_audio:  # "including audio data"
+            audio = self._input_format().encode(self._heard_audio[item_id])
+            item["content"][0]["audio"] = base64.b64encode(audio).decode()
+        elif item_id in self._spoken and item["content"]:
+            slin, fmt = self._spoken[item_id]
+            audio = fmt.encode(slin[: self.items.get(item_id, 0) * 16])
+            item["content"][0]["audio"] = base64.b64encode(audio).decode()
         await self.send({"type": "conversation.item.retrieved", "item": item})
 
     async def _on_response_create(self, payload: dict[str, Any]) -> None:
@@ -897,13 +1549,8 @@ class SimRealtimeSession:
             event(log, "sim.model.fault", fault="refuse_create", number=number)
             await self.error(ClientError("server_error", SERVER_ERROR_MESSAGE), echoed, error_type="server_error")
             return
-        _obj(payload, "", {"type", "event_id", "response"})
-        params = {} if raw is None else _obj(raw, "response")
-        unknown = sorted(set(params) - set(_RESPONSE_CHECKS))
-        if unknown:
-            raise ClientError("unknown_parameter", f"Unknown parameter: 'response.{unknown[0]}'.", f"response.{unknown[0]}")
-        for key, value in params.items():
-            _RESPONSE_CHECKS[key](value, f"response.{key}")
+        self._validate(payload)
+        params: dict[str, Any] = payload.get("response", {})
         out_of_band = params.get("conversation") == "none"
         if self.active is not None and not out_of_band:
             raise ClientError(
@@ -911,13 +1558,11 @@ class SimRealtimeSession:
                 f"Conversation already has an active response in progress: {self.active.id}. "
                 "Wait until the response is finished before creating a new one.",
             )
+        record.response_id = self._start_response(params, trigger="create")
         record.outcome = "started"
-        record.response_id = self._start_response(params.get("instructions"), params.get("metadata") or {},
-                                                  trigger="create", out_of_band=out_of_band)
 
     async def _on_response_cancel(self, payload: dict[str, Any]) -> None:
-        _obj(payload, "", {"type", "event_id", "response_id"})
-        _opt(payload, "response_id", _str, "", nullable=True)
+        self._validate(payload)
         response_id = payload.get("response_id")
         target = self.running.get(response_id) if response_id else self.active
         if target is None or target.scope.cancel_called:
@@ -933,35 +1578,47 @@ class SimRealtimeSession:
 
     @staticmethod
     def _setting(detection: dict[str, Any], key: str, default: Any) -> Any:
+        if detection.get("type") == "semantic_vad":
+            if key == "silence_duration_ms":
+                return _SEMANTIC_SILENCE_MS.get(detection.get("eagerness") or "auto", 500)
+            if key not in detection:
+                return default
         value = detection.get(key)
         return default if value is None else value
 
     async def _vad(self, audio: bytes) -> None:
+        fmt = self._input_format()
         self._input += audio
-        detection = self._vad_settings()
-        while len(self._input) >= 160:
-            block = bytes(self._input[:160])
-            del self._input[:160]
+        block = 20 * fmt.bytes_per_ms
+        count = len(self._input) // block
+        if not count:
+            return
+        slin = fmt.decode(bytes(self._input[: count * block]))
+        del self._input[: count * block]
+        for i in range(count):
+            detection = self._vad_settings()
+            pcm = slin[i * _SLIN_BLOCK : (i + 1) * _SLIN_BLOCK]
             start_ms = self._input_ms
             self._input_ms += 20
-            self._history = (self._history + block)[-8000:]
+            self._recent = (self._recent + pcm)[-16000:]
             if detection is None:
-                self._uncommitted.append(block)
+                self._uncommitted.append(pcm)
                 continue
-            loud = voice.block_rms(g711.ulaw_to_slin(block)) >= voice.SPEECH_RMS * 2 * float(self._setting(detection, "threshold", 0.5))
+            threshold = float(self._setting(detection, "threshold", 0.5))
+            loud = voice.block_rms(pcm) >= voice.SPEECH_RMS * 2 * threshold
             if self._speech is None:
-                self._uncommitted.append(block)
+                self._uncommitted.append(pcm)
                 if loud:
-                    await self._speech_started(detection, start_ms, block)
+                    await self._speech_started(detection, start_ms, pcm)
             else:
-                self._speech += block
+                self._speech += pcm
                 self._silent_ms = 0 if loud else self._silent_ms + 20
                 if self._silent_ms >= int(self._setting(detection, "silence_duration_ms", 500)):
                     await self._speech_stopped(detection)
 
     async def _speech_started(self, detection: dict[str, Any], start_ms: int, block: bytes) -> None:
         prefix_blocks = int(self._setting(detection, "prefix_padding_ms", 300)) // 20
-        prefix = bytes(self._history[-160 * (prefix_blocks + 1) : -160]) if prefix_blocks else b""
+        prefix = bytes(self._recent[-_SLIN_BLOCK * (prefix_blocks + 1) : -_SLIN_BLOCK]) if prefix_blocks else b""
         self._speech = bytearray(prefix + block)
         self._speech_item = self.ids("item")
         self._speech_start_ms = start_ms
@@ -980,41 +1637,80 @@ class SimRealtimeSession:
         await self.send({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": self._input_ms, "item_id": item_id})
         await self._commit(item_id, audio)
         if self._setting(detection, "create_response", True) and self.active is None:
-            self._start_response(None, {}, trigger="vad")
+            self._start_response({}, trigger="vad")
 
     async def _commit(self, item_id: str, audio: bytes) -> None:
-        await self.send({"type": "input_audio_buffer.committed", "previous_item_id": None, "item_id": item_id})
         item = {"id": item_id, "object": "realtime.item", "type": "message", "role": "user", "status": "completed",
                 "content": [{"type": "input_audio", "transcript": None}]}
-        self.conversation[item_id] = item
-        await self.send({"type": "conversation.item.added", "previous_item_id": None, "item": item})
-        await self.send({"type": "conversation.item.done", "previous_item_id": None, "item": item})
+        previous = self._add_item(item)
+        self._heard_audio[item_id] = audio
         try:
-            text = voice.hear(g711.ulaw_to_slin(audio))
+            text: str | None = voice.hear(audio)
+            failure = ""
         except voice.UnintelligibleSpeech as exc:
-            text = None
+            text, failure = None, str(exc)
+        self._heard_text[item_id] = text
+        self.history.heard(text)
+        event(log, "sim.model.heard", text=text or "(unintelligible)")
+        await self.send({"type": "input_audio_buffer.committed", "previous_item_id": previous, "item_id": item_id})
+        await self.send({"type": "conversation.item.added", "previous_item_id": previous, "item": item})
+        await self.send({"type": "conversation.item.done", "previous_item_id": previous, "item": item})
+        if self.session["audio"]["input"].get("transcription") is None:
+            return  # transcription is off unless configured: the model hears, nobody writes it down
+        if text is None:
             await self.send({"type": "conversation.item.input_audio_transcription.failed", "item_id": item_id,
-                             "content_index": 0, "error": {"type": "transcription_error", "message": str(exc)}})
+                             "content_index": 0, "error": {"type": "transcription_error", "code": "audio_unintelligible",
+                                                           "message": failure, "param": None}})
         else:
             item["content"] = [{"type": "input_audio", "transcript": text}]
+            tokens = max(1, len(audio) // 1600)  # about one audio token per 100 ms
+            words = len(text.split())
             await self.send({"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
-                             "content_index": 0, "transcript": text})
-        event(log, "sim.model.heard", text=text or "(unintelligible)")
-        self.user_text = text
+                             "content_index": 0, "transcript": text,
+                             "usage": {"type": "tokens", "total_tokens": tokens + words, "input_tokens": tokens,
+                                       "output_tokens": words,
+                                       "input_token_details": {"text_tokens": 0, "audio_tokens": tokens}}})
 
     # ------------------------------------------------------------------ responses
 
-    def _start_response(self, instructions: str | None, metadata: dict[str, str], *, trigger: str,
-                        out_of_band: bool = False) -> str:
-        if out_of_band:  # its own context: the instructions, not the conversation
-            turn = self.model.decide(user_text=None, tool_outputs=[], instructions=instructions, call_pending=False)
+    def _context_of(self, items: list[dict[str, Any]]) -> History:
+        """A response's own context (``response.input``): its items, references resolved."""
+        history = History()
+        for i, entry in enumerate(items):
+            if entry.get("type") == "item_reference":
+                item = self.conversation.get(entry["id"])
+                if item is None:
+                    raise ClientError("item_not_found", f"Item with item_id not found: {entry['id']}",
+                                      f"response.input[{i}].id")
+            else:
+                item = entry
+                if item.get("type") == "function_call" and "call_id" not in item:
+                    item = {**item, "call_id": self.ids("call")}
+            self._read(history, item)
+        return history
+
+    def _start_response(self, params: dict[str, Any], *, trigger: str) -> str:
+        instructions = params.get("instructions")
+        out_of_band = params.get("conversation") == "none"
+        if "input" in params:  # "creates a new context for this Response instead of using the default conversation"
+            context = self._context_of(params["input"])
+            user_text, outputs = context.user_text, context.outputs
+            pending = bool(context.pending)
+        elif out_of_band:  # the default conversation, read but not written: nothing is answered in it
+            user_text, outputs, pending = self.history.user_text, list(self.history.outputs), bool(self.history.pending)
         else:
-            turn = self.model.decide(
-                user_text=self.user_text, tool_outputs=self.new_outputs, instructions=instructions,
-                call_pending=bool(self.pending_calls),
-            )
-            self.user_text, self.new_outputs = None, []
-        response = _Response(self.ids("resp"), dict(metadata), turn, out_of_band)
+            user_text, outputs = self.history.take()
+            pending = bool(self.history.pending)
+        turn = self.model.decide(user_text=user_text, tool_outputs=outputs, instructions=instructions, call_pending=pending)
+        metadata = dict(params.get("metadata") or {})
+        output = params.get("audio", {}).get("output", {})
+        response = _Response(
+            self.ids("resp"), metadata, turn, out_of_band,
+            modality=(params.get("output_modalities") or self.session["output_modalities"])[0],
+            format=_format_of(output.get("format"), self._output_format()),
+            voice=_voice_name(output.get("voice", self.session["audio"]["output"]["voice"])),
+            max_output_tokens=params.get("max_output_tokens", self.session["max_output_tokens"]),
+        )
         self.running[response.id] = response
         if not out_of_band:
             self.active = response
@@ -1035,6 +1731,8 @@ class SimRealtimeSession:
                 await self._speak(response, turn.text)
             if turn.call is not None:
                 await self._call(response, *turn.call)
+        if response.open_part is not None:  # cut off mid-item: close what was opened, with what was generated
+            await self._close_part(response, response.open_part)
         # No checkpoint from here to the response.done being on its way: nothing can slip between.
         del self.running[response.id]
         if self.active is response:
@@ -1049,49 +1747,126 @@ class SimRealtimeSession:
             reason = response.cancel_reason or "client_cancelled"
             record.reason = reason
             body["status_details"] = {"type": "cancelled", "reason": reason}
-            for item in response.output:
-                if item["status"] == "in_progress":
-                    item["status"] = "incomplete"
             if not response.out_of_band:
                 self._interrupted(response, reason, response.call_issued)
+        body["usage"] = self._usage(response)
         await self.send({"type": "response.done", "response": body})
 
     def _response_body(self, response: _Response, status: str) -> dict[str, Any]:
-        return {"object": "realtime.response", "id": response.id, "status": status, "output": response.output,
-                "metadata": response.metadata or None, "conversation_id": None if response.out_of_band else "conv_sim",
-                "output_modalities": ["audio"], "status_details": None}
+        return {"object": "realtime.response", "id": response.id, "status": status, "status_details": None,
+                "output": response.output, "conversation_id": None if response.out_of_band else self.conversation_id,
+                "output_modalities": [response.modality], "max_output_tokens": response.max_output_tokens,
+                "audio": {"output": {"format": response.format.body(), "voice": response.voice}},
+                "usage": None, "metadata": response.metadata or None}
+
+    def _usage(self, response: _Response) -> dict[str, Any]:
+        text = sum(len(str(i.get("arguments") or i.get("content") or "")) for i in response.output) // 4
+        audio = response.audio_ms // 50
+        context = 40 + 10 * len(self.order)
+        return {"total_tokens": context + text + audio, "input_tokens": context, "output_tokens": text + audio,
+                "input_token_details": {"text_tokens": context, "audio_tokens": 0, "image_tokens": 0, "cached_tokens": 0,
+                                        "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0, "image_tokens": 0}},
+                "output_token_details": {"text_tokens": text, "audio_tokens": audio}}
+
+    async def _step(self, part: _Part, payload: dict[str, Any]) -> None:
+        """Send one of the part's events, unless it was sent already."""
+        kind = payload["type"]
+        if kind not in part.sent:
+            await self.send(payload)
+            part.sent.add(kind)
+
+    def _open_part(self, response: _Response, kind: str, item: dict[str, Any], name: str = "") -> _Part:
+        previous = None if response.out_of_band else self._add_item(item)
+        part = _Part(kind, item, len(response.output), previous, name)
+        response.output.append(item)
+        response.open_part = part
+        return part
+
+    async def _added(self, response: _Response, part: _Part) -> None:
+        await self._step(part, {"type": "response.output_item.added", "response_id": response.id,
+                                "output_index": part.index, "item": part.item})
+        if not response.out_of_band:
+            await self._step(part, {"type": "conversation.item.added", "previous_item_id": part.previous, "item": part.item})
+
+    async def _close_part(self, response: _Response, part: _Part) -> None:
+        """The part's closing events (``.done``s, ``output_item.done``, ``conversation.item.done``),
+        each sent once: after the last delta, or, for a response cut off, with what was generated
+        so far (the item then ``incomplete``). A part never announced is dropped."""
+        item = part.item
+        if "response.output_item.added" not in part.sent:
+            response.output.remove(item)
+            self._remove_item(item["id"])
+            response.open_part = None
+            return
+        if not response.out_of_band:
+            await self._step(part, {"type": "conversation.item.added", "previous_item_id": part.previous, "item": item})
+        common = {"response_id": response.id, "item_id": item["id"], "output_index": part.index}
+        started = "response.content_part.added" in part.sent
+        if part.kind == "audio" and started:
+            await self._step(part, {"type": "response.output_audio.done", **common, "content_index": 0})
+            await self._step(part, {"type": "response.output_audio_transcript.done", **common, "content_index": 0,
+                                    "transcript": part.generated})
+            await self._step(part, {"type": "response.content_part.done", **common, "content_index": 0,
+                                    "part": {"type": "audio", "transcript": part.generated}})
+        elif part.kind == "text" and started:
+            await self._step(part, {"type": "response.output_text.done", **common, "content_index": 0, "text": part.generated})
+            await self._step(part, {"type": "response.content_part.done", **common, "content_index": 0,
+                                    "part": {"type": "text", "text": part.generated}})
+        elif part.kind == "call":
+            await self._step(part, {"type": "response.function_call_arguments.done", **common, "call_id": item["call_id"],
+                                    "name": part.name, "arguments": part.generated})
+        item["status"] = "completed" if part.complete else "incomplete"
+        if part.kind == "call":
+            item["arguments"] = part.generated
+        elif started:
+            item["content"] = [{"type": "output_audio", "transcript": part.generated} if part.kind == "audio"
+                               else {"type": "output_text", "text": part.generated}]
+        await self._step(part, {"type": "response.output_item.done", "response_id": response.id,
+                                "output_index": part.index, "item": item})
+        if not response.out_of_band:
+            await self._step(part, {"type": "conversation.item.done", "previous_item_id": part.previous, "item": item})
+        response.open_part = None
 
     async def _speak(self, response: _Response, text: str) -> None:
         item: dict[str, Any] = {"id": self.ids("item"), "object": "realtime.item", "type": "message",
                                 "role": "assistant", "status": "in_progress", "content": []}
-        response.output.append(item)
-        index = len(response.output) - 1
-        common = {"response_id": response.id, "item_id": item["id"], "output_index": index, "content_index": 0}
-        await self.send({"type": "response.output_item.added", "response_id": response.id, "output_index": index, "item": dict(item)})
-        await self.send({"type": "response.content_part.added", **common, "part": {"type": "audio", "transcript": ""}})
-        audio = g711.slin_to_ulaw(voice.speak(text))
+        part = self._open_part(response, response.modality, item)
+        await self._added(response, part)
+        common = {"response_id": response.id, "item_id": item["id"], "output_index": part.index, "content_index": 0}
         words = text.split(" ")
-        chunks = math.ceil(len(audio) / _CHUNK_BYTES)
-        self.items[item["id"]] = 0
-        if not response.out_of_band:
-            self.conversation[item["id"]] = item
-            self._item_responses[item["id"]] = response
-        sent_words = 0
-        for i in range(chunks):
-            chunk = audio[i * _CHUNK_BYTES : (i + 1) * _CHUNK_BYTES]
-            await self.send({"type": "response.output_audio.delta", **common, "delta": base64.b64encode(chunk).decode()})
-            self.items[item["id"]] += len(chunk) // 8
-            upto = round(len(words) * (i + 1) / chunks)
-            if upto > sent_words:
-                await self.send({"type": "response.output_audio_transcript.delta", **common,
-                                 "delta": " ".join(words[sent_words:upto]) + (" " if upto < len(words) else "")})
-                sent_words = upto
-            await trio.sleep(_CHUNK_INTERVAL_S)
-        await self.send({"type": "response.output_audio.done", **common})
-        await self.send({"type": "response.output_audio_transcript.done", **common, "transcript": text})
-        item.update(status="completed", content=[{"type": "output_audio", "transcript": text}])
-        await self.send({"type": "response.content_part.done", **common, "part": {"type": "audio", "transcript": text}})
-        await self.send({"type": "response.output_item.done", "response_id": response.id, "output_index": index, "item": item})
+        if response.modality == "text":
+            await self._step(part, {"type": "response.content_part.added", **common, "part": {"type": "text", "text": ""}})
+            for i, word in enumerate(words):
+                delta = word + (" " if i < len(words) - 1 else "")
+                await self.send({"type": "response.output_text.delta", **common, "delta": delta})
+                part.generated += delta
+                await trio.sleep(_TEXT_INTERVAL_S)
+        else:
+            await self._step(part, {"type": "response.content_part.added", **common, "part": {"type": "audio", "transcript": ""}})
+            fmt = response.format
+            slin = voice.speak(text)
+            audio = fmt.encode(slin)
+            size = _CHUNK_MS * fmt.bytes_per_ms
+            chunks = math.ceil(len(audio) / size)
+            self.items[item["id"]] = 0
+            self._spoken[item["id"]] = (slin, fmt)
+            if not response.out_of_band:
+                self._item_responses[item["id"]] = response
+            sent_words = 0
+            for i in range(chunks):
+                chunk = audio[i * size : (i + 1) * size]
+                await self.send({"type": "response.output_audio.delta", **common, "delta": base64.b64encode(chunk).decode()})
+                self.items[item["id"]] += len(chunk) // fmt.bytes_per_ms
+                response.audio_ms += len(chunk) // fmt.bytes_per_ms
+                upto = round(len(words) * (i + 1) / chunks)
+                if upto > sent_words:
+                    delta = " ".join(words[sent_words:upto]) + (" " if upto < len(words) else "")
+                    await self.send({"type": "response.output_audio_transcript.delta", **common, "delta": delta})
+                    part.generated += delta
+                    sent_words = upto
+                await trio.sleep(_CHUNK_INTERVAL_S)
+        part.generated, part.complete = text, True
+        await self._close_part(response, part)
         event(log, "sim.model.said", text=text, kind=response.metadata.get("kind", "turn"))
 
     async def _call(self, response: _Response, name: str, arguments: dict[str, Any]) -> None:
@@ -1099,20 +1874,33 @@ class SimRealtimeSession:
         args = json.dumps(arguments, ensure_ascii=False)
         item: dict[str, Any] = {"id": self.ids("item"), "object": "realtime.item", "type": "function_call",
                                 "status": "in_progress", "name": name, "call_id": call_id, "arguments": ""}
-        response.output.append(item)
-        index = len(response.output) - 1
-        await self.send({"type": "response.output_item.added", "response_id": response.id, "output_index": index, "item": dict(item)})
-        common = {"response_id": response.id, "item_id": item["id"], "output_index": index, "call_id": call_id}
-        await self.send({"type": "response.function_call_arguments.delta", **common, "delta": args})
-        await self.send({"type": "response.function_call_arguments.done", **common, "name": name, "arguments": args})
-        item.update(status="completed", arguments=args)
-        self.pending_calls[call_id] = name
+        part = self._open_part(response, "call", item, name)
+        await self._added(response, part)
+        await self.send({"type": "response.function_call_arguments.delta", "response_id": response.id,
+                         "item_id": item["id"], "output_index": part.index, "call_id": call_id, "delta": args})
+        # The whole call is generated: its output_item.done will say "completed", whatever happens next.
+        part.generated, part.complete = args, True
+        self.history.issued(call_id, name)
         response.call_issued = True
-        if not response.out_of_band:
-            self.conversation[item["id"]] = item
         self.log.calls[call_id] = FunctionCallLog(name, args, trio.current_time())
-        await self.send({"type": "response.output_item.done", "response_id": response.id, "output_index": index, "item": item})
+        await self._close_part(response, part)
         event(log, "sim.model.called", tool=name, arguments=args)
+
+
+def _voice_name(value: Any) -> str:
+    return str(value["id"]) if isinstance(value, dict) else str(value)
+
+
+def _normalize(name: str, value: Any) -> Any:
+    """A session.update's audio setting as the session then holds it (the real defaults filled in)."""
+    if name == "format":
+        return _format_of(value).body()
+    if name == "turn_detection" and value is not None:
+        defaults = _SERVER_VAD if value["type"] == "server_vad" else _SEMANTIC_VAD
+        return {**defaults, **value}
+    if name == "voice":
+        return _voice_name(value)
+    return value
 
 
 # --------------------------------------------------------------------------- one connection
@@ -1229,13 +2017,17 @@ async def _serve_connection(
         nursery.cancel_scope.cancel()
 
 
+def _model_of(path: str) -> str:
+    return (parse_qs(urlsplit(path).query).get("model") or ["gpt-realtime"])[0]
+
+
 async def _upgrade(request: WebSocketRequest, config: SimModelConfig, ledger: ModelLedger) -> WebSocketConnection | None:
     """Refuse the upgrade (and log it in the ledger) or accept it."""
     path = request.path
     headers = {k.lower(): v for k, v in request.headers}
     auth = headers.get(b"authorization", b"")
     key = auth[7:].decode("latin-1") if auth.startswith(b"Bearer ") else ""
-    model = (parse_qs(urlsplit(path).query).get("model") or ["gpt-realtime"])[0]
+    model = _model_of(path)
 
     async def refuse(status: int, body: bytes, reason: str) -> None:
         ledger.handshakes.append(HandshakeLog(trio.current_time(), "refused", status, reason))
@@ -1269,13 +2061,17 @@ async def _session(
     if headers.get(b"openai-beta", b"").startswith(b"realtime"):
         session_log.end_reason, session_log.close_code = "beta_refused", 4000
         session_log.errors.append(ErrorLog(trio.current_time(), "beta_api_shape_disabled", None))
-        await ws.send_message(json.dumps({"type": "error", "event_id": "event_beta", "error": {
+        refusal = {"type": "error", "event_id": "event_beta", "error": {
             "type": "invalid_request_error", "code": "beta_api_shape_disabled", "param": None, "event_id": None,
-            "message": "The beta Realtime API shape is disabled; remove the OpenAI-Beta header."}}))
+            "message": "The beta Realtime API shape is disabled; remove the OpenAI-Beta header."}}
+        await ws.send_message(json.dumps(refusal))
+        if config.transcript is not None:
+            config.transcript({"t": round(trio.current_time() - session_log.started_at, 6), "session": "",
+                               "dir": "out", "event": refusal})
         with trio.move_on_after(DISCONNECT_TIMEOUT_S):
             await ws.aclose(code=4000, reason="beta_api_shape_disabled")
         return
-    await SimRealtimeSession(ws, config, ScriptedModel(), session_log, wire).run()
+    await SimRealtimeSession(ws, config, ScriptedModel(), session_log, wire, _model_of(request.path)).run()
 
 
 # --------------------------------------------------------------------------- the TCP listener

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -13,8 +14,10 @@ from mikrovoice.sim.brain import (
     ANSWER_PROBLEM,
     ANSWER_SFP,
     ANSWER_WAITING,
+    HOW_CAN_I_HELP,
     RESUME_PREFIX,
     STILL_QUERYING,
+    History,
     ScriptedModel,
     Turn,
     is_backchannel,
@@ -186,3 +189,69 @@ KEYS = st.sampled_from(["router", "dispositivos_activos", "dispositivos", "inter
 def test_any_tool_output_gets_words_never_an_exception(name: str, output: object) -> None:
     text = ScriptedModel().report(name, json.dumps(output))
     assert isinstance(text, str) and text
+
+
+# --------------------------------------------------------------------------- what the model reads from a conversation's items
+
+
+def test_the_live_conversation_a_question_then_the_models_own_call() -> None:
+    history = History()
+    history.heard("Dame el tráfico SFP")
+    user_text, outputs = history.take()
+    assert (user_text, outputs) == ("Dame el tráfico SFP", [])
+    history.heard("¿y ahora?")  # the caller speaks while the model's call is made: not answered by it
+    history.issued("call_1", "trafico_sfp")
+    assert history.user_text == "¿y ahora?" and history.pending == {"call_1": "trafico_sfp"}
+    assert history.output("call_1", "{}") and not history.output("call_1", "{}")  # one output per call
+    assert history.outputs == [("trafico_sfp", "{}")] and not history.output("call_unknown", "{}")
+
+
+@pytest.mark.parametrize("assistant", [
+    lambda h: h.assistant_item("Un momento, consulto los dispositivos activos del router 152.1."),
+    lambda h: h.system_item("El asistente dijo: Un momento, consulto los dispositivos activos del router 152.1."),
+])
+def test_a_replay_is_continued_not_repeated(assistant: Any) -> None:
+    """user question, assistant preamble, function_call without output: nothing is owed but the
+    call's result; when it comes, it is reported once."""
+    model, history = ScriptedModel(), History()
+    history.system_item("Llamada en curso.")  # an ordinary note changes nothing
+    history.heard("Dame los dispositivos activos del router 152 punto 1")
+    assistant(history)
+    history.call_item("call_old", "dispositivos_activos")
+    assert history.user_text is None and history.pending == {"call_old": "dispositivos_activos"}
+
+    def respond() -> Turn:
+        user_text, outputs = history.take()
+        return model.decide(user_text=user_text, tool_outputs=outputs, instructions=None, call_pending=bool(history.pending))
+
+    assert respond() == Turn(STILL_QUERYING, kind="ack")  # not the question again, not a second call
+    output = json.dumps({"router": "152.1", "dispositivos_activos": 3, "dispositivos": [{"nombre": "cam"}]})
+    assert history.output("call_old", output)
+    report = respond()
+    assert report.kind == "report" and ANSWER_DEVICES.search(report.text)["count"] == "3"  # type: ignore[index]
+    assert respond().text == HOW_CAN_I_HELP  # reported once
+
+
+def test_a_replayed_answer_after_an_output_means_it_was_reported() -> None:
+    history = History()
+    history.heard("Dame el tráfico SFP")
+    history.call_item("call_1", "trafico_sfp")
+    history.output("call_1", "{}")
+    history.assistant_item("Respondieron 3 de 3 routers. ...")
+    assert history.take() == (None, [])
+    history.heard("¿Y los dispositivos del router 7?")  # asked after the last answer: still owed
+    assert history.take() == ("¿Y los dispositivos del router 7?", [])
+
+
+def test_an_empty_assistant_turn_answers_nothing() -> None:
+    history = History()
+    history.heard("hola")
+    history.assistant_item("  ")
+    assert history.user_text == "hola"
+
+
+def test_a_deleted_call_is_no_longer_pending() -> None:
+    history = History()
+    history.call_item("call_1", "trafico_sfp")
+    history.forget("call_1")
+    assert history.pending == {} and not history.output("call_1", "{}")

@@ -4,8 +4,10 @@ records what each session did."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,17 +25,27 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
+from mikrovoice.cli import build_parser
 from mikrovoice.realtime import protocol as rt
 from mikrovoice.realtime.link import RealtimeLink
 from mikrovoice.sim import voice
-from mikrovoice.sim.brain import RESUME_PREFIX, ScriptedModel
+from mikrovoice.sim.brain import HOW_CAN_I_HELP, RESUME_PREFIX, STILL_QUERYING, ScriptedModel
 from mikrovoice.sim.realtime import (
     CONNECT_TIMEOUT_S,
+    FAULT_NAMES,
+    FaultSpecError,
     ModelFaults,
     ModelLedger,
     SimModelConfig,
+    TranscriptFile,
+    abbreviate_audio,
+    alaw_to_slin,
+    downsample_24k,
+    parse_faults,
     serve_model,
     serve_model_stream,
+    slin_to_alaw,
+    upsample_24k,
 )
 from mikrovoice.telephony import g711
 
@@ -144,6 +156,8 @@ MALFORMED: list[tuple[str | bytes, str, str | None, str | None]] = [
     # (message, error code, param, echoed event_id)
     ("this is not json", "invalid_json", None, None),
     (b"\xff\xfe\x00", "invalid_json", None, None),
+    (b'{"type": "input_audio_buffer.clear", "event_id": "b1"}', "invalid_json", None, None),  # a binary frame: never an event
+    ('{"type": "input_audio_buffer.clear", "event_id": null}', "invalid_type", "event_id", None),
     ("[1, 2, 3]", "invalid_type", "event", None),
     ('"session.update"', "invalid_type", "event", None),
     ('{"event_id": "e1"}', "missing_required_parameter", "type", "e1"),
@@ -628,3 +642,485 @@ async def test_out_of_band_responses_run_beside_the_conversation(autojump_clock:
         await ws.send_message(json.dumps(GREETING))  # the default conversation is still busy
         error = await next_event(ws, "error")
         assert_error_shape(error, "conversation_already_has_active_response", GREETING["event_id"])
+
+
+# --------------------------------------------------------------------------- a malformed session.update never takes anything down
+
+
+BAD_SESSION_UPDATES = [
+    {"type": "session.update", "session": 5},
+    {"type": "session.update", "session": {"type": "realtime", "bogus": 1}},
+    {"type": "session.update", "session": {"type": "realtime", "input_audio_format": "g711_ulaw", "voice": "alloy"}},
+    {"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"format": "audio/pcmu"}}}},
+    {"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"turn_detection": {"type": "server_vad",
+                                                                                                      "threshold": 1e400}}}}},
+    {"type": "session.update", "session": {"type": "realtime", "tools": [{"type": "function", "name": "f", "parameters": 5}]}},
+    {"type": "session.update", "session": {"type": "realtime", "audio": {"output": {"voice": {"id": 5}}}}},
+    {"type": "session.update", "session": None},
+    {"type": "session.update"},
+]
+
+
+async def test_malformed_session_updates_never_take_the_server_down(autojump_clock: trio.testing.MockClock) -> None:
+    """Over TCP, as ``mikrovoice sim model`` serves: each malformed session.update gets its error,
+    the session answers the next event, the listener serves the next caller, nothing crashed."""
+    ledger = ModelLedger()
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(serve_model, "127.0.0.1", 0, SimModelConfig(), ledger)
+        url = f"ws://127.0.0.1:{server.port}{RESOURCE}"
+        async with open_websocket_url(url, extra_headers=AUTH) as ws:
+            await next_event(ws, "session.created")
+            for i, update in enumerate(BAD_SESSION_UPDATES):
+                await ws.send_message(json.dumps({**update, "event_id": f"bad{i}"}).replace("Infinity", "1e400"))
+                error = await next_event(ws, "error", "session.updated")
+                echoed = None if error.get("error", {}).get("code") == "invalid_json" else f"bad{i}"  # 1e400: not parsed
+                assert error["type"] == "error" and error["error"]["event_id"] == echoed, (update, error)
+                await ws.send_message(json.dumps(PROBE))
+                assert (await next_event(ws, "input_audio_buffer.cleared", "error"))["type"] == "input_audio_buffer.cleared"
+            await ws.send_message(json.dumps(rt.client_session_update(rt.SessionSettings("gpt-realtime", "x", "marin", ()))))
+            assert (await next_event(ws, "session.updated", "error"))["type"] == "session.updated"  # still configurable
+        async with open_websocket_url(url, extra_headers=AUTH) as ws:
+            await ws.send_message(json.dumps(GREETING))
+            assert (await next_event(ws, "response.done"))["response"]["status"] == "completed"
+        nursery.cancel_scope.cancel()
+    assert ledger.all_crashes() == [] and len(ledger.sessions) == 2
+    assert [e.code for e in ledger.sessions[0].errors] == [
+        "invalid_type", "unknown_parameter", "unknown_parameter", "invalid_type", "invalid_json", "invalid_type",
+        "invalid_type", "invalid_type", "missing_required_parameter"]
+
+
+# --------------------------------------------------------------------------- audio formats
+
+
+def collected_audio(events: list[dict[str, Any]], response_id: str | None = None) -> bytes:
+    return b"".join(base64.b64decode(e["delta"]) for e in events
+                    if e["type"] == "response.output_audio.delta" and response_id in (None, e["response_id"]))
+
+
+async def events_until(ws: WebSocketConnection, *types: str, within_s: float = 120.0) -> list[dict[str, Any]]:
+    """Every event up to and including the next one of ``types``."""
+    seen = []
+    with trio.fail_after(within_s):
+        while True:
+            seen.append(json.loads(await ws.get_message()))
+            if seen[-1]["type"] in types:
+                return seen
+
+
+async def send_audio(ws: WebSocketConnection, audio: bytes, frame: int) -> None:
+    for i in range(0, len(audio), frame):
+        await ws.send_message(json.dumps({"type": "input_audio_buffer.append",
+                                          "audio": base64.b64encode(audio[i : i + frame]).decode()}))
+
+
+QUESTION = "Dame los dispositivos activos del router 152 punto 1"
+PREAMBLE = "Un momento, consulto los dispositivos activos del router 152.1."
+
+
+async def test_a_client_that_sets_no_format_gets_pcm16_at_24_khz_both_ways(autojump_clock: trio.testing.MockClock) -> None:
+    async with memory_client() as ws:
+        created = await next_event(ws, "session.created")
+        assert created["session"]["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
+        pcm = voice.speak(QUESTION) + bytes(16000)
+        await send_audio(ws, upsample_24k(pcm), 960)  # 20 ms of PCM16 at 24 kHz per append
+        events = await events_until(ws, "response.done")
+        done = events[-1]["response"]
+        assert done["audio"]["output"]["format"] == {"type": "audio/pcm", "rate": 24000}
+        [call] = [i for i in done["output"] if i["type"] == "function_call"]
+        assert json.loads(call["arguments"]) == {"router": "152.1"}  # it understood the 24 kHz question
+        audio = collected_audio(events)
+        assert len(audio) == 48 * round(voice.duration_s(PREAMBLE) * 1000)  # 48 bytes per ms
+        assert voice.hear(downsample_24k(audio)) == PREAMBLE
+
+
+async def test_mu_law_sent_to_a_pcm16_session_is_noise_to_it(autojump_clock: trio.testing.MockClock) -> None:
+    """The other side of the default: audio is taken in the negotiated format, not guessed."""
+    async with memory_client() as ws:
+        await send_audio(ws, speech(QUESTION), 160)
+        await ws.send_message(json.dumps(MARKER))
+        events = await events_until(ws, "error")
+        assert not [e for e in events if e["type"] == "response.function_call_arguments.done"]
+        assert not [e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed"]
+
+
+async def test_a_law_both_ways(autojump_clock: trio.testing.MockClock) -> None:
+    async with memory_client() as ws:
+        await ws.send_message(json.dumps({"type": "session.update", "session": {"type": "realtime", "audio": {
+            "input": {"format": {"type": "audio/pcma"}}, "output": {"format": {"type": "audio/pcma"}}}}}))
+        updated = await next_event(ws, "session.updated")
+        assert updated["session"]["audio"]["output"]["format"] == {"type": "audio/pcma"}
+        await send_audio(ws, slin_to_alaw(voice.speak(QUESTION) + bytes(16000)), 160)
+        events = await events_until(ws, "response.done")
+        audio = collected_audio(events)
+        assert len(audio) == 8 * round(voice.duration_s(PREAMBLE) * 1000)
+        assert voice.hear(alaw_to_slin(audio)) == PREAMBLE
+
+
+async def test_the_format_is_the_last_accepted_session_updates_and_a_response_may_choose_its_own(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with memory_client() as ws:
+        await ws.send_message(json.dumps(rt.client_session_update(rt.SessionSettings("gpt-realtime", "x", "marin", ()))))
+        await next_event(ws, "session.updated")  # mu-law both ways
+        await ws.send_message(json.dumps({"type": "session.update", "event_id": "bad", "session": {"type": "realtime", "audio": {
+            "output": {"format": {"type": "audio/pcm"}}, "input": {"format": {"type": "audio/pcma"}, "vad": {}}}}}))
+        assert (await next_event(ws, "error"))["error"]["event_id"] == "bad"  # refused: nothing of it applies
+        await ws.send_message(json.dumps(rt.client_response_create("greeting", 'Di exactamente: "Hola."')))
+        events = await events_until(ws, "response.done")
+        assert events[-1]["response"]["audio"]["output"]["format"] == {"type": "audio/pcmu"}
+        assert voice.hear(g711.ulaw_to_slin(collected_audio(events))) == "Hola."
+        await ws.send_message(json.dumps({"type": "response.create", "response": {
+            "instructions": 'Di exactamente: "Chao."', "audio": {"output": {"format": {"type": "audio/pcm", "rate": 24000}}}}}))
+        events = await events_until(ws, "response.done")
+        assert voice.hear(downsample_24k(collected_audio(events))) == "Chao."
+        await say(ws, QUESTION)  # and the input is still mu-law
+        assert json.loads((await next_event(ws, "response.function_call_arguments.done"))["arguments"]) == {"router": "152.1"}
+
+
+# --------------------------------------------------------------------------- items and cancelled responses
+
+
+async def test_response_items_are_added_to_the_conversation_in_order(autojump_clock: trio.testing.MockClock) -> None:
+    async with memory_client() as ws:
+        await ws.send_message(json.dumps(rt.client_session_update(rt.SessionSettings("gpt-realtime", "x", "marin", ()))))
+        await say(ws, QUESTION)
+        events = await events_until(ws, "response.done")
+        added = [e for e in events if e["type"] == "conversation.item.added"]
+        done = [e for e in events if e["type"] == "conversation.item.done"]
+        user, message, call = (e["item"] for e in added)
+        assert (user["role"], message["role"], call["type"]) == ("user", "assistant", "function_call")
+        assert [e["previous_item_id"] for e in added] == [None, user["id"], message["id"]]
+        assert [e["item"]["id"] for e in done] == [user["id"], message["id"], call["id"]]
+        assert message["status"] == "in_progress" and done[1]["item"]["status"] == "completed"
+        assert done[1]["item"]["content"] == [{"type": "output_audio", "transcript": PREAMBLE}]
+        kinds = [e["type"] for e in events if e.get("item_id") == message["id"] or e.get("item", {}).get("id") == message["id"]]
+        assert kinds[:3] == ["response.output_item.added", "conversation.item.added", "response.content_part.added"]
+        assert kinds[-5:] == ["response.output_audio.done", "response.output_audio_transcript.done",
+                              "response.content_part.done", "response.output_item.done", "conversation.item.done"]
+
+
+@pytest.mark.parametrize("how", ["barge_in", "cancel"])
+async def test_a_cancelled_response_closes_what_it_opened(autojump_clock: trio.testing.MockClock, how: str) -> None:
+    text = "Esta es una respuesta larga que nadie va a escuchar entera porque la van a cortar."
+    async with memory_client() as ws:
+        await ws.send_message(json.dumps(rt.client_session_update(rt.SessionSettings("gpt-realtime", "x", "marin", ()))))
+        await ws.send_message(json.dumps({"type": "response.create", "response": {"instructions": f'Di exactamente: "{text}"'}}))
+        before = await events_until(ws, "response.output_audio_transcript.delta")
+        if how == "barge_in":
+            await say(ws, "espera")
+        else:
+            await ws.send_message(json.dumps({"type": "response.cancel"}))
+        after = await events_until(ws, "response.done")
+    item_id = next(e for e in before if e["type"] == "response.output_item.added")["item"]["id"]
+    closing = [e for e in after if e.get("item_id") == item_id or e.get("item", {}).get("id") == item_id]
+    assert [e["type"] for e in closing if "delta" not in e["type"]] == [
+        "response.output_audio.done", "response.output_audio_transcript.done", "response.content_part.done",
+        "response.output_item.done", "conversation.item.done"]
+    heard = "".join(e["delta"] for e in before + after
+                    if e["type"] == "response.output_audio_transcript.delta" and e["item_id"] == item_id)
+    transcript = next(e for e in closing if e["type"] == "response.output_audio_transcript.done")["transcript"]
+    assert transcript == heard and text.startswith(transcript) and len(transcript) < len(text)
+    item = next(e for e in closing if e["type"] == "response.output_item.done")["item"]
+    assert item["status"] == "incomplete" and item["content"] == [{"type": "output_audio", "transcript": transcript}]
+    done = after[-1]["response"]
+    reason = "turn_detected" if how == "barge_in" else "client_cancelled"
+    assert (done["status"], done["status_details"]) == ("cancelled", {"type": "cancelled", "reason": reason})
+    assert done["output"] == [item]
+
+
+async def test_out_of_band_responses_read_their_input_and_stay_out_of_the_conversation(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with memory_client() as ws:
+        await ws.send_message(json.dumps({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": QUESTION}]}}))
+        question = (await next_event(ws, "conversation.item.done"))["item"]["id"]
+        await ws.send_message(json.dumps({"type": "response.create", "response": {"instructions": 'Di exactamente: "Hola."'}}))
+        await ws.send_message(json.dumps({"type": "response.create", "event_id": "oob", "response": {
+            "conversation": "none", "input": [{"type": "item_reference", "id": question}], "metadata": {"kind": "aside"}}}))
+        await ws.send_message(json.dumps({"type": "response.create", "event_id": "busy"}))
+        events = await events_until(ws, "response.done")
+        events += await events_until(ws, "response.done")
+        created = [e["response"] for e in events if e["type"] == "response.created"]
+        assert [c["conversation_id"] is None for c in created] == [False, True]  # both ran at once
+        [error] = [e for e in events if e["type"] == "error"]
+        assert_error_shape(error, "conversation_already_has_active_response", "busy")
+        oob = next(e["response"] for e in events if e["type"] == "response.done" and e["response"]["metadata"] == {"kind": "aside"})
+        oob_ids = {i["id"] for i in oob["output"]}
+        assert [i["type"] for i in oob["output"]] == ["message", "function_call"]  # it answered the referenced question
+        assert not [e for e in events if e["type"].startswith("conversation.item.") and e["item"]["id"] in oob_ids]
+        await ws.send_message(json.dumps({"type": "conversation.item.retrieve", "event_id": "r", "item_id": sorted(oob_ids)[0]}))
+        assert_error_shape(await next_event(ws, "error"), "item_not_found", "r")
+        await ws.send_message(json.dumps({"type": "response.create", "event_id": "ref", "response": {
+            "conversation": "none", "input": [{"type": "item_reference", "id": "item_nope"}]}}))
+        error = await next_event(ws, "error")
+        assert_error_shape(error, "item_not_found", "ref")
+        assert error["error"]["param"] == "response.input[0].id"
+
+
+# --------------------------------------------------------------------------- faults
+
+
+@pytest.mark.parametrize(("spec", "faults"), [
+    ("handshake=401", ModelFaults(handshake_status=401)),
+    ("stall-handshake", ModelFaults(stall_handshake=True)),
+    ("drop-at=12.5", ModelFaults(drop_after_s=12.5)),
+    ("drop-on=response.done#2", ModelFaults(drop_on=("response.done", 2))),
+    ("drop-on=conversation.item.create", ModelFaults(drop_on=("conversation.item.create", 1))),
+    ("silent-at=3", ModelFaults(silent_after_s=3.0)),
+    ("deaf-pings", ModelFaults(deaf_pings_after_s=0.0)),
+    ("deaf-pings=7", ModelFaults(deaf_pings_after_s=7.0)),
+    ("refuse-session-update", ModelFaults(refuse_every_session_update=True)),
+    ("refuse-session-update=1,3", ModelFaults(refuse_session_updates=frozenset({1, 3}))),
+    ("refuse-create=2", ModelFaults(refuse_creates=frozenset({2}))),
+    ("error-at=30:server_error", ModelFaults(errors_at=((30.0, "server_error"),))),
+    ("expire-at=.5", ModelFaults(expire_after_s=0.5)),
+    ("respond-after-output", ModelFaults(respond_after_output=True)),
+])
+def test_fault_specs(spec: str, faults: ModelFaults) -> None:
+    assert parse_faults([spec]) == faults
+
+
+def test_fault_specs_combine() -> None:
+    faults = parse_faults(["error-at=9:rate_limit_exceeded", "drop-at=20", "error-at=3:server_error", "deaf-pings=1"])
+    assert faults == ModelFaults(drop_after_s=20.0, deaf_pings_after_s=1.0,
+                                 errors_at=((3.0, "server_error"), (9.0, "rate_limit_exceeded")))
+
+
+@pytest.mark.parametrize("spec", ["", "nope", "drop-at", "drop-at=x", "drop-at=-1", "handshake=200", "handshake=abc",
+                                  "drop-on=response.don", "drop-on=response.done#0", "drop-on=response.done#x",
+                                  "refuse-create=0", "refuse-create=a,b", "error-at=5", "error-at=x:server_error",
+                                  "error-at=5:Bad Code", "stall-handshake=1", "respond-after-output=yes", "refuse-session-update=",
+                                  "expire-at=soon"])
+def test_bad_fault_specs_say_why_in_one_line(spec: str) -> None:
+    with pytest.raises(FaultSpecError) as error:
+        parse_faults([spec])
+    message = str(error.value)
+    assert message and "\n" not in message
+
+
+def test_the_cli_refuses_a_bad_fault_with_one_line_and_status_2(capsys: pytest.CaptureFixture[str]) -> None:
+    args = build_parser().parse_args(["sim", "model", "--listen", "127.0.0.1:0", "--fault", "drop-at=20",
+                                      "--fault", "drop-at=soon"])
+    assert args.run(args) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "drop-at" in err and "Traceback" not in err
+
+
+def test_the_cli_help_explains_every_fault(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["sim", "model", "--help"])
+    assert exited.value.code == 0
+    help_text = capsys.readouterr().out
+    for name in FAULT_NAMES:
+        assert f"\n  {name}" in help_text, name
+    assert "--transcript FILE" in help_text and "<N bytes base64>" in help_text
+
+
+async def test_drop_on_a_server_event(autojump_clock: trio.testing.MockClock) -> None:
+    ledger = ModelLedger()
+    config = SimModelConfig(faults=ModelFaults(drop_on=("response.done", 2)))
+    async with memory_client(config, ledger) as ws:
+        for _ in range(2):
+            await ws.send_message(json.dumps(GREETING))
+            await next_event(ws, "response.done")  # the second one is sent, then the line drops
+        with pytest.raises(ConnectionClosed) as closed:
+            await next_event(ws, "response.done")
+        assert closed.value.reason.code == 1006
+    [session] = ledger.sessions
+    assert session.end_reason == "dropped_by_fault" and len(session.responses) == 2
+
+
+async def test_drop_on_a_client_event(autojump_clock: trio.testing.MockClock) -> None:
+    ledger = ModelLedger()
+    config = SimModelConfig(faults=ModelFaults(drop_on=("conversation.item.create", 2)))
+    item = {"type": "conversation.item.create", "item": {"type": "message", "role": "system",
+                                                         "content": [{"type": "input_text", "text": "nota"}]}}
+    async with memory_client(config, ledger) as ws:
+        await ws.send_message(json.dumps(item))
+        await next_event(ws, "conversation.item.done")
+        await ws.send_message(json.dumps(item))  # never answered: the line drops as it arrives
+        with pytest.raises(ConnectionClosed):
+            await next_event(ws, "conversation.item.done")
+    assert ledger.sessions[0].end_reason == "dropped_by_fault"
+
+
+async def test_a_deaf_server_answers_no_pings_but_still_talks(autojump_clock: trio.testing.MockClock) -> None:
+    async with memory_client(SimModelConfig(faults=ModelFaults(deaf_pings_after_s=3.0))) as ws:
+        with trio.fail_after(1):
+            await ws.ping()  # answered before 3 s
+        await trio.sleep(3)
+        with trio.move_on_after(30) as waited:
+            await ws.ping()
+        assert waited.cancelled_caught  # no pong
+        await ws.send_message(json.dumps(GREETING))
+        assert (await next_event(ws, "response.done"))["response"]["status"] == "completed"  # events still flow
+
+
+async def test_a_refused_session_update_keeps_the_previous_config(autojump_clock: trio.testing.MockClock) -> None:
+    ledger = ModelLedger()
+    config = SimModelConfig(faults=ModelFaults(refuse_session_updates=frozenset({1})))
+    update = rt.client_session_update(rt.SessionSettings("gpt-realtime", "x", "coral", ()))
+    async with memory_client(config, ledger) as ws:
+        await ws.send_message(json.dumps(update))
+        error = await next_event(ws, "error", "session.updated")
+        assert_error_shape(error, "invalid_value", update["event_id"])
+        assert error["error"]["param"] == "session.audio.output.voice" and "'coral'" in error["error"]["message"]
+        await ws.send_message(json.dumps(rt.client_response_create("turn", "x", tool_choice="none")))
+        done = await next_event(ws, "response.done")  # the defaults still hold: PCM16 24 kHz, marin
+        assert done["response"]["audio"]["output"] == {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "marin"}
+        await ws.send_message(json.dumps({**update, "session": {**update["session"], "audio": {
+            **update["session"]["audio"], "output": {"format": {"type": "audio/pcmu"}}}}}))  # the second one goes through
+        updated = await next_event(ws, "session.updated", "error")
+        assert updated["type"] == "session.updated" and updated["session"]["audio"]["output"]["format"] == {"type": "audio/pcmu"}
+    assert (ledger.sessions[0].session_updates, ledger.sessions[0].refused_session_updates) == (1, 1)
+
+
+async def test_every_session_update_refused(autojump_clock: trio.testing.MockClock) -> None:
+    config = SimModelConfig(faults=ModelFaults(refuse_every_session_update=True))
+    async with memory_client(config) as ws:
+        for _ in range(3):
+            await ws.send_message(json.dumps(rt.client_session_update(rt.SessionSettings("gpt-realtime", "x", "marin", ()))))
+            assert (await next_event(ws, "error", "session.updated"))["type"] == "error"
+
+
+async def test_errors_at_given_times_and_the_session_goes_on(autojump_clock: trio.testing.MockClock) -> None:
+    faults = ModelFaults(errors_at=((2.0, "server_error"), (4.0, "rate_limit_exceeded")))
+    async with memory_client(SimModelConfig(faults=faults)) as ws:
+        first, second = await next_event(ws, "error"), await next_event(ws, "error")
+        assert trio.current_time() == pytest.approx(4.0)
+        assert_error_shape(first, "server_error", None, error_type="server_error")
+        assert_error_shape(second, "rate_limit_exceeded", None)
+        await ws.send_message(json.dumps(GREETING))
+        assert (await next_event(ws, "response.done"))["response"]["status"] == "completed"
+
+
+@pytest.mark.parametrize(("config", "at", "minutes"), [
+    (SimModelConfig(), 3600.0, "60"),
+    (SimModelConfig(max_session_s=120.0), 120.0, "2"),
+    (SimModelConfig(faults=ModelFaults(expire_after_s=12.5)), 12.5, "60"),
+])
+async def test_the_session_expires(autojump_clock: trio.testing.MockClock, config: SimModelConfig, at: float, minutes: str) -> None:
+    ledger = ModelLedger()
+    async with memory_client(config, ledger) as ws:
+        error = await next_event(ws, "error", within_s=at + 10)
+        assert trio.current_time() == pytest.approx(at)
+        assert_error_shape(error, "session_expired", None)
+        assert error["error"]["message"] == f"Your session hit the maximum duration of {minutes} minutes."
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()
+        assert closed.value.reason.code == 1001
+    [session] = ledger.sessions
+    assert (session.end_reason, session.close_code) == ("expired", 1001)
+
+
+async def test_a_function_call_output_may_start_a_response_by_itself(autojump_clock: trio.testing.MockClock) -> None:
+    ledger = ModelLedger()
+    async with memory_client(SimModelConfig(faults=ModelFaults(respond_after_output=True)), ledger) as ws:
+        await ws.send_message(json.dumps(rt.client_session_update(rt.SessionSettings("gpt-realtime", "x", "marin", ()))))
+        await say(ws, QUESTION)
+        call = await next_event(ws, "response.function_call_arguments.done")
+        await next_event(ws, "response.done")
+        output = json.dumps({"router": "152.1", "dispositivos_activos": 2, "dispositivos": [{"nombre": "a"}]})
+        await ws.send_message(json.dumps(rt.client_tool_output(call["call_id"], output)))
+        report = rt.client_response_create("report")
+        await ws.send_message(json.dumps(report))  # as a client would: it collides with the server's own
+        events = await events_until(ws, "response.done")
+    assert events[-1]["response"]["metadata"] is None  # the server's response, not the client's
+    assert [e["error"]["code"] for e in events if e["type"] == "error"] == ["conversation_already_has_active_response"]
+    transcript = next(e for e in events if e["type"] == "response.output_audio_transcript.done")["transcript"]
+    assert transcript == "El router 152.1 tiene 2 dispositivos activos, por ejemplo a."
+    assert [r.trigger for r in ledger.sessions[0].responses.values()] == ["vad", "output"]
+
+
+# --------------------------------------------------------------------------- the transcript
+
+
+async def test_the_transcript_has_every_event_in_and_out(autojump_clock: trio.testing.MockClock, tmp_path: Any) -> None:
+    records: list[dict[str, Any]] = []
+    writer = TranscriptFile(tmp_path / "model.jsonl")
+
+    def both(record: dict[str, Any]) -> None:
+        records.append(record)
+        writer(record)
+
+    async with memory_client(SimModelConfig(transcript=both)) as ws:
+        created = await next_event(ws, "session.created")
+        await ws.send_message(json.dumps(rt.client_append_audio(b"\xff" * 160)))
+        await ws.send_message("not json")
+        await ws.send_message(json.dumps(GREETING))
+        await next_event(ws, "response.done")
+    writer.close()
+    session_id = created["session"]["id"]
+    assert {r["session"] for r in records} == {session_id}
+    assert records[0]["dir"] == "out" and records[0]["event"]["type"] == "session.created" and records[0]["t"] == 0
+    ins = [r for r in records if r["dir"] == "in"]
+    assert [r["event"] and r["event"]["type"] for r in ins] == ["input_audio_buffer.append", None, "response.create"]
+    assert ins[1]["raw"] == "not json"
+    times = [r["t"] for r in records]
+    assert times == sorted(times) and times[-1] > 0.35
+    lines = [json.loads(line) for line in (tmp_path / "model.jsonl").read_text().splitlines()]
+    assert len(lines) == len(records)
+    assert lines[1]["event"]["audio"] == "<160 bytes base64>"
+    deltas = [line["event"]["delta"] for line in lines if line["event"] and line["event"]["type"] == "response.output_audio.delta"]
+    assert deltas and all(re.fullmatch(r"<\d+ bytes base64>", d) for d in deltas)
+    assert deltas[0] == "<4800 bytes base64>"  # 100 ms of PCM16 at 24 kHz
+    assert [abbreviate_audio(r["event"]) for r in records] == [line["event"] for line in lines]  # nothing else changed
+
+
+# --------------------------------------------------------------------------- a replayed conversation goes on
+
+
+def replay_of(question: str, preamble: str, call: dict[str, Any], assistant_as: str = "output_text") -> list[dict[str, Any]]:
+    """What a reconnecting client sends into the new session (mikrovoice.realtime.conversation's shape)."""
+    said = ({"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": preamble}]}
+            if assistant_as == "output_text" else
+            {"type": "message", "role": "system", "content": [{"type": "input_text", "text": "El asistente dijo: " + preamble}]})
+    items = [
+        {"type": "message", "role": "system", "content": [{"type": "input_text", "text": "Llamada en curso."}]},
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": question}]},
+        said,
+        {"type": "function_call", "call_id": call["call_id"], "name": call["name"], "arguments": call["arguments"]},
+    ]
+    return [{"type": "conversation.item.create", "event_id": f"rp_{i}", "item": item} for i, item in enumerate(items)]
+
+
+@pytest.mark.parametrize("assistant_as", ["output_text", "system"])
+async def test_a_conversation_replayed_into_a_new_session_reports_the_pending_result_once(
+    autojump_clock: trio.testing.MockClock, assistant_as: str,
+) -> None:
+    ledger = ModelLedger()
+    settings = rt.client_session_update(rt.SessionSettings("gpt-realtime", "x", "marin", ()))
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(serve_model, "127.0.0.1", 0, SimModelConfig(), ledger)
+        url = f"ws://127.0.0.1:{server.port}{RESOURCE}"
+        async with open_websocket_url(url, extra_headers=AUTH) as a:  # session A: a question, a call, then the line drops
+            await a.send_message(json.dumps(settings))
+            await say(a, QUESTION)
+            first = await events_until(a, "response.done")
+            call = next(e for e in first if e["type"] == "response.function_call_arguments.done")
+            preamble = next(e for e in first if e["type"] == "response.output_audio_transcript.done")["transcript"]
+        async with open_websocket_url(url, extra_headers=AUTH) as b:  # session B: the replay, later the result
+            await b.send_message(json.dumps(settings))
+            for client_event in replay_of(QUESTION, preamble, call, assistant_as):
+                await b.send_message(json.dumps(client_event))
+            events = await events_until(b, "session.updated")
+            for _ in range(4):
+                events += await events_until(b, "conversation.item.done")
+            await b.send_message(json.dumps(rt.client_response_create("progress")))  # while the query still runs
+            events += await events_until(b, "response.done")
+            output = json.dumps({"router": "152.1", "dispositivos_activos": 3, "dispositivos": [{"nombre": "cam"}]})
+            await b.send_message(json.dumps(rt.client_tool_output(call["call_id"], output)))
+            await b.send_message(json.dumps(rt.client_response_create("report", "Resume la salida.")))
+            events += await events_until(b, "response.done")
+            await b.send_message(json.dumps(rt.client_response_create("turn")))  # nothing new: nothing repeated
+            events += await events_until(b, "response.done")
+        nursery.cancel_scope.cancel()
+    assert not [e for e in events if e["type"] == "error"]
+    said = [e["transcript"] for e in events if e["type"] == "response.output_audio_transcript.done"]
+    report = "El router 152.1 tiene 3 dispositivos activos, por ejemplo cam."
+    assert said == [STILL_QUERYING, report, HOW_CAN_I_HELP]
+    assert not [e for e in events if e["type"] == "response.function_call_arguments.done"]  # no second query
+    a, b = ledger.sessions
+    assert list(b.client_calls) == [call["call_id"]] and b.client_calls[call["call_id"]].outputs != []
+    assert not set(a.responses) & set(b.responses)  # the new session's ids are its own
