@@ -13,6 +13,12 @@ over the assistant, a backchannel, a DTMF digit), and hang up at a set moment or
 answer; it can also hang up before its UUID is fully sent. What it hears is timed by arrival,
 segmented by energy and decoded to words (``sim.voice``), so the ``CallReport`` says what the
 caller actually heard, and when, beside what it said.
+
+Two questions about each 20 ms frame it receives: is it *sound* (``is_sound``: anything at least
+as loud as comfort audio, ``DEAD_AIR_DBFS``), and is it *speech* (``is_speech``: ToneVoice, loud
+and tonal)? Dead air (``QuestionResult.max_dead_air_s``) is time without sound, so the comfort
+texture the service plays during a query fills it; speech is only what the assistant says, so
+that texture is never heard as words (its frames are blanked before decoding).
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ from array import array
 from collections import deque
 from dataclasses import dataclass, field
 
+import numpy as np
 import trio
 
+from mikrovoice.call import comfort
 from mikrovoice.logs import event
 from mikrovoice.net import Dialer, open_tcp
 from mikrovoice.sim import voice
@@ -51,12 +59,54 @@ _HANGOVER_FRAMES = 10  # 200 ms of silence ends a heard utterance
 SILENCE_MODES = ("noise", "silence", "no_frames")
 _NOISE_FRAMES = 64  # distinct line-noise frames, cycled
 
+#: Dead air starts below this level: a 20 ms frame quieter than the *default* comfort level
+#: (comfort.DEFAULT_LEVEL_DBFS, -36 dBFS) minus 6 dB, i.e. below -42 dBFS (RMS ~261), is dead air.
+#: The comfort texture never dips more than 5 dB under its level (so at its default level every
+#: frame is sound, after its fade-in), while what a line carries when nobody plays anything,
+#: digital silence or hiss of -50 dBFS and below (our own line noise: about -63 dBFS), stays
+#: well under it. The threshold is fixed, not the configured level: an operator who turns the
+#: comfort audio down below -42 dBFS gives the caller dead air again, and the measure says so.
+DEAD_AIR_DBFS = comfort.DEAD_AIR_DBFS
+SOUND_RMS = comfort.dbfs_to_rms(DEAD_AIR_DBFS)
+#: A loud frame is speech only if one DFT bin holds at least this share of its energy. ToneVoice
+#: symbols are pure tones on exact bins (share > 0.99, G.711 included); the comfort texture is
+#: noise spread over 250-3000 Hz (share < 0.5 in every frame), so it is never taken for words,
+#: whatever its level (energy alone cannot tell: at -24 dBFS it is louder than voice.SPEECH_RMS).
+TONE_PURITY = 0.8
+_SOUND_GAP_S = FRAME_SECONDS / 2  # frames closer than this (jitter) join one stretch of sound
+
+
+def is_sound(payload: bytes) -> bool:
+    """The frame is not dead air: at least ``DEAD_AIR_DBFS`` (comfort audio, speech, any sound)."""
+    return voice.block_rms(payload) >= SOUND_RMS
+
+
+def tone_purity(payload: bytes) -> float:
+    """The share of the frame's energy in its strongest DFT bin (DC excluded): 1.0 for a pure tone."""
+    samples = np.frombuffer(payload, "<i2", len(payload) // 2).astype(np.float64)
+    energy = float(samples.dot(samples))
+    if energy <= 0.0:
+        return 0.0
+    spectrum = np.fft.rfft(samples)
+    power = spectrum.real[1:] ** 2 + spectrum.imag[1:] ** 2
+    return min(1.0, 2.0 * float(power.max()) / (samples.size * energy))
+
+
+def is_speech(payload: bytes) -> bool:
+    """The frame is the assistant speaking: loud enough for speech and a ToneVoice tone, not noise."""
+    return voice.block_rms(payload) >= voice.SPEECH_RMS and tone_purity(payload) >= TONE_PURITY
+
+
+#: A caller repeats a question at most this many times when the assistant asks.
+MAX_REPEATS = 2
+
 
 @dataclass(frozen=True)
 class Question:
     text: str
     expect: str  # regex an answer (or an explanation of why there is none) matches, case-insensitive
     timeout_s: float = 120.0  # the caller's patience: after this, it moves on
+    after_s: float = 0.0  # the caller thinks (silent) this long before asking
 
 
 @dataclass(frozen=True)
@@ -90,6 +140,8 @@ class CallerScript:
     uuid_bytes: int | None = None  # hang up after sending only this many bytes (0-18) of the UUID message
     greeting_timeout_s: float = 30.0
     answer_silence_s: float = 1.5  # an answer is over after this long without new speech
+    #: What the assistant says when it lost what we said (a regex); hearing it, we ask again.
+    repeat_cue: str | None = None
 
     def __post_init__(self) -> None:
         if self.silence not in SILENCE_MODES:
@@ -118,7 +170,7 @@ class QuestionResult:
     finished_asking_at: float = 0.0
     answered_at: float | None = None
     answer: str | None = None
-    max_dead_air_s: float = 0.0  # longest silence heard between finishing the question and the answer
+    max_dead_air_s: float = 0.0  # longest dead air (no sound: see is_sound) from the question to the answer
 
     @property
     def answered(self) -> bool:
@@ -131,6 +183,7 @@ class CallReport:
     connected_at: float = 0.0
     questions: list[QuestionResult] = field(default_factory=list)
     heard: list[Heard] = field(default_factory=list)
+    sound: list[tuple[float, float]] = field(default_factory=list)  # stretches of sound heard (is_sound)
     spoken: list[Spoken] = field(default_factory=list)
     dtmf: list[tuple[float, str]] = field(default_factory=list)
     hung_up_at: float | None = None  # the caller hung up (closed TCP)
@@ -169,6 +222,7 @@ class AsteriskCaller:
         self._heard_changed = trio.Event()
         self._onset = trio.Event()
         self._asked = [trio.Event() for _ in script.questions]
+        self._repeat_cue = re.compile(script.repeat_cue, re.IGNORECASE) if script.repeat_cue else None
         self._current: list[bytes] | None = None
         self._quiet_frames = 0
         self._utterance_start = 0.0
@@ -308,7 +362,10 @@ class AsteriskCaller:
             call_scope.cancel()
 
     def _listen(self, payload: bytes, now: float) -> None:
-        loud = voice.block_rms(payload) >= voice.SPEECH_RMS
+        rms = voice.block_rms(payload)
+        if rms >= SOUND_RMS:
+            self._sound(now - FRAME_SECONDS, now)
+        loud = rms >= voice.SPEECH_RMS and tone_purity(payload) >= TONE_PURITY  # is_speech, rms computed once
         if self._current is None:
             if loud:
                 self._current = [payload]
@@ -317,10 +374,18 @@ class AsteriskCaller:
                 self._onset.set()
                 self._onset = trio.Event()
             return
-        self._current.append(payload)
+        # Comfort audio or noise between words is kept as silence: timing stays, it is never decoded.
+        self._current.append(payload if loud else bytes(len(payload)))
         self._quiet_frames = 0 if loud else self._quiet_frames + 1
         if self._quiet_frames >= _HANGOVER_FRAMES:
             self._flush_heard(now - _HANGOVER_FRAMES * FRAME_SECONDS)
+
+    def _sound(self, start: float, end: float) -> None:
+        sound = self.report.sound
+        if sound and start <= sound[-1][1] + _SOUND_GAP_S:
+            sound[-1] = (sound[-1][0], max(end, sound[-1][1]))
+        else:
+            sound.append((start, end))
 
     def _flush_heard(self, end: float) -> None:
         """Decode the utterance being heard (also when the call ends in the middle of it)."""
@@ -348,12 +413,20 @@ class AsteriskCaller:
     async def _conversation(self) -> None:
         await self._wait_answer(None, re.compile(r"."), self.script.greeting_timeout_s)  # the greeting
         for index, question in enumerate(self.script.questions):
+            await trio.sleep(question.after_s)
             result = QuestionResult(question.text, trio.current_time())
             self.report.questions.append(result)
             await self._queue(question.text, "question").done.wait()
             result.finished_asking_at = trio.current_time()
             self._asked[index].set()
-            await self._wait_answer(result, re.compile(question.expect, re.IGNORECASE), question.timeout_s)
+            expect = re.compile(question.expect, re.IGNORECASE)
+            deadline = trio.current_time() + question.timeout_s
+            repeats = 0
+            while await self._wait_answer(result, expect, deadline - trio.current_time(),
+                                          repeat=self._repeat_cue if repeats < MAX_REPEATS else None):
+                repeats += 1  # asked to repeat (the line was cut): say it again, as a person would
+                await self._queue(question.text, "question").done.wait()
+                result.finished_asking_at = trio.current_time()
         await trio.sleep(self.script.hangup_after_s)
 
     async def _interject(self, interjection: Interjection) -> None:
@@ -371,32 +444,42 @@ class AsteriskCaller:
             self.report.dtmf.append((trio.current_time(), action.digit))
             self._wake_sender.set()
 
-    async def _wait_answer(self, result: QuestionResult | None, expect: re.Pattern[str], timeout_s: float) -> None:
-        """Wait for an utterance matching ``expect``, then for the answer to finish."""
+    async def _wait_answer(self, result: QuestionResult | None, expect: re.Pattern[str], timeout_s: float,
+                           repeat: re.Pattern[str] | None = None) -> bool:
+        """Wait for an utterance matching ``expect``, then for the answer to finish. True: the
+        assistant asked us to repeat (``repeat`` matched first)."""
         seen = len(self.report.heard)
         with trio.move_on_after(timeout_s):
             while True:
                 await self._heard_changed.wait()
                 for heard in self.report.heard[seen:]:
+                    if repeat is not None and repeat.search(heard.text) and not expect.search(heard.text):
+                        with trio.move_on_after(self.script.answer_silence_s):
+                            await self._heard_changed.wait()
+                        return True
                     if expect.search(heard.text):
                         if result is not None:
                             result.answered_at, result.answer = heard.start, heard.text
                             result.max_dead_air_s = self._dead_air(result)
                         with trio.move_on_after(self.script.answer_silence_s):
                             await self._heard_changed.wait()
-                        return
+                        return False
                 seen = len(self.report.heard)
         if result is not None:
             result.max_dead_air_s = self._dead_air(result, until=trio.current_time())
+        return False
 
     def _dead_air(self, result: QuestionResult, until: float | None = None) -> float:
-        """Longest silence the caller heard from the end of the question to the answer."""
+        """Longest dead air the caller heard from the end of the question to the answer: time
+        without a frame of sound (``is_sound``), be it silence frames, quiet hiss or no frames."""
         end = result.answered_at if until is None else until
         assert end is not None
         mark, longest = result.finished_asking_at, 0.0
-        for heard in self.report.heard:
-            if heard.end <= mark or heard.start >= end:
+        for start, stop in self.report.sound:
+            if stop <= mark:
                 continue
-            longest = max(longest, heard.start - mark)
-            mark = heard.end
+            if start >= end:
+                break
+            longest = max(longest, start - mark)
+            mark = stop
         return round(max(longest, end - mark), 2)

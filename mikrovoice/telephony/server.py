@@ -5,6 +5,12 @@ scheduled against a monotonic deadline (never bursting to catch up after a stall
 whenever there is nothing to say, from the first moment of the call (Asterisk's dialplan app
 drops a call after 2 s without a frame; research/asterisk-media.md sections 1.7 and 5). Each
 frame is one buffer, written with one ``send_all`` on a TCP_NODELAY socket.
+
+Comfort audio (``call.comfort``) is a bed under the silence, never under speech: while the session
+has ``comfort_on`` set and no speech frame is queued, each tick sends the next comfort frame
+instead of a silence frame; a speech frame always replaces it (the two are never summed). It
+fades in each time it (re)starts, fades out briefly when the session turns it off, and stops at
+once on ``flush()`` (barge-in), which also turns it off. ``speaking`` is about speech only.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
@@ -38,6 +45,22 @@ class Truncation:
     played_ms: int
 
 
+class ComfortSource(Protocol):
+    """An endless source of comfort audio (``mikrovoice.call.comfort.ComfortAudio``)."""
+
+    def next_frame(self) -> bytes:
+        """The next 20 ms: SLIN8_FRAME_BYTES of slin."""
+        ...
+
+    def restart(self) -> None:
+        """The frames that follow fade in."""
+        ...
+
+    def fade_out(self) -> list[bytes]:
+        """A few frames that fade to nothing: a gentle stop."""
+        ...
+
+
 class Playout:
     def __init__(self, on_speaking_change: Callable[[bool], None] = lambda speaking: None) -> None:
         self._frames: deque[tuple[str, bytes]] = deque()
@@ -49,6 +72,39 @@ class Playout:
         self.voice_frames_sent = 0
         self.late_frames = 0
         self._silent = trio.Event()
+        self._comfort: ComfortSource | None = None
+        self.comfort_frames = 0  # comfort frames sent (fade-outs included)
+        self._comfort_on = False
+        self._comfort_playing = False  # the last frame sent was comfort audio
+        self._comfort_tail: deque[bytes] = deque()  # a fade-out still to send
+
+    @property
+    def comfort(self) -> ComfortSource | None:
+        """The comfort bed (None: none); it sounds only while ``comfort_on`` and no speech is queued."""
+        return self._comfort
+
+    @comfort.setter
+    def comfort(self, source: ComfortSource | None) -> None:
+        self._comfort = source
+        self._comfort_playing = False  # a new source fades in
+        self._comfort_tail.clear()
+
+    @property
+    def comfort_on(self) -> bool:
+        return self._comfort_on
+
+    @comfort_on.setter
+    def comfort_on(self, on: bool) -> None:
+        """On: comfort audio instead of silence from the next tick (when no speech is queued).
+        Off: a short fade-out if it is sounding (speech, when it comes, still cuts it)."""
+        if on == self._comfort_on:
+            return
+        self._comfort_on = on
+        if on:
+            self._comfort_tail.clear()
+        elif self._comfort_playing and self._comfort is not None:
+            self._comfort_tail.extend(self._comfort.fade_out())
+        self._comfort_playing = False
 
     @property
     def queued_s(self) -> float:
@@ -91,6 +147,8 @@ class Playout:
             dropped.append(self._partial[0])
         self._frames.clear()
         self._partial = None
+        self._comfort_on = self._comfort_playing = False  # at once: no fade-out over the caller
+        self._comfort_tail.clear()
         return [Truncation(item_id, self._played_ms.get(item_id, 0)) for item_id in dropped]
 
     def _next_frame(self) -> bytes:
@@ -100,8 +158,19 @@ class Playout:
             self._played_ms[item_id] = self._played_ms.get(item_id, 0) + int(FRAME_SECONDS * 1000)
             self._set_speaking(True)
             self.voice_frames_sent += 1
+            self._comfort_playing = False
+            self._comfort_tail.clear()
             return encode(Audio(frame))
         self._set_speaking(False)
+        if self._comfort_on and self._comfort is not None:
+            if not self._comfort_playing:
+                self._comfort.restart()
+                self._comfort_playing = True
+            self.comfort_frames += 1
+            return encode(Audio(self._comfort.next_frame()))
+        if self._comfort_tail:
+            self.comfort_frames += 1
+            return encode(Audio(self._comfort_tail.popleft()))
         return _SILENCE_MESSAGE
 
     def _set_speaking(self, speaking: bool) -> None:
