@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-
 #: reasoning.effort values of the GA types (openai.types.realtime.RealtimeReasoningEffort).
 REASONING_EFFORTS = ("minimal", "low", "medium", "high", "xhigh")
 
@@ -44,8 +43,13 @@ class Phrases:
     )
     greeting: str = "Hola, soy el asistente del NOC. ¿Qué quieres consultar?"
     greeting_instructions: str = 'Saluda al usuario. Di exactamente: "{greeting}"'
-    #: Fields: {answered} (routers that answered; {done} is the same), {failed}, {total}, {pending}.
+    #: Said for the model when it called a tool without a word first: the caller must know we are looking.
+    preamble: str = "Un momento, estoy consultando los routers."
+    #: Fields: {answered} (routers that answered; {done} is the same), {failed}, {total}, {pending}
+    #: (how many are still running), {missing} (their names, when there are few).
     progress_many: str = "Sigo consultando: {answered} de {total} routers ya respondieron."
+    #: Appended to progress_many when at most three routers are still running (field {missing}).
+    progress_missing: str = "Faltan {missing}."
     #: Appended to progress_many while some routers have failed (same fields).
     progress_failed: str = "{failed} no se pudieron consultar."
     progress_one: str = "Sigo consultando el router {router}; todavía no responde."
@@ -53,11 +57,20 @@ class Phrases:
         'La consulta sigue en curso. Di exactamente, sin añadir resultados: "{phrase}" '
         "No llames herramientas ni inventes datos."
     )
+    #: For the scripted lines that are not progress (the reconnection notice); field {phrase}.
+    say_instructions: str = 'Di exactamente: "{phrase}" No llames herramientas ni añadas nada.'
     report_instructions: str = (
         "Resume para el usuario, en español y en pocas frases, la salida de la herramienta que acabas de recibir."
     )
     #: The words of the recorded prompt played when the model is unavailable (see [prompts]);
     #: simulations speak this text, logs quote it.
+    #: Said when the model link is back after a drop and nothing was running: what the caller said
+    #: meanwhile was lost.
+    reconnected: str = (
+        "Perdona, se cortó la comunicación un momento. Si me preguntaste algo, ¿me lo repites, por favor?"
+    )
+    #: The words of the recorded prompt played while the model link is re-established during a query.
+    connection_hold: str = "Un momento, por favor: recupero la conexión y tu consulta sigue en curso."
     model_unavailable: str = (
         "Lo siento, el asistente no está disponible en este momento. Por favor, intenta de nuevo en unos minutos."
     )
@@ -120,6 +133,9 @@ class Settings:
     #: Recorded prompt (8 kHz: .wav 16-bit mono, raw .sln/.raw slin, or .ulaw) played when the model
     #: is unavailable; None: the bundled Spanish recording of Phrases.model_unavailable.
     prompt_model_unavailable: str | None = None
+    #: Recorded prompt played while the model link is re-established during a query (same formats);
+    #: None: the bundled recording of Phrases.connection_hold.
+    prompt_connection_hold: str | None = None
     phrases: Phrases = field(default_factory=Phrases)
 
     def __repr__(self) -> str:
@@ -143,7 +159,7 @@ _SECTIONS = {
               "progress_silence_by_tool"},
     "comfort": {"audio", "level_dbfs"},
     "phrases": {f.name for f in fields(Phrases)},
-    "prompts": {"model_unavailable"},
+    "prompts": {"model_unavailable", "connection_hold"},
 }
 
 
@@ -237,9 +253,13 @@ def load(path: str | Path, environ: dict[str, str] | None = None) -> Settings:
             raise ConfigError("[query] progress_silence_by_tool: expected a table {tool = seconds}")
         settings = replace(settings, progress_silence_by_tool={str(k): float(v) for k, v in by_tool.items()})
     prompts = data.get("prompts", {})
-    if "model_unavailable" in prompts:
-        prompt = Path(path).parent / str(prompts["model_unavailable"])
-        if not prompt.is_file():
-            raise ConfigError(f"[prompts] model_unavailable: no such file {prompt}")
-        settings = replace(settings, prompt_model_unavailable=str(prompt))
+    found: dict[str, str] = {}
+    for key in ("model_unavailable", "connection_hold"):
+        if key in prompts:
+            prompt = Path(path).parent / str(prompts[key])
+            if not prompt.is_file():
+                raise ConfigError(f"[prompts] {key}: no such file {prompt}")
+            found[key] = str(prompt)
+    settings = replace(settings, prompt_model_unavailable=found.get("model_unavailable"),
+                       prompt_connection_hold=found.get("connection_hold"))
     return settings

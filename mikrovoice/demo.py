@@ -25,7 +25,7 @@ from mikrovoice.config import Settings
 from mikrovoice.service import ServiceStats, serve_calls, start_simulated_peers
 from mikrovoice.sim.asterisk import AsteriskCaller, CallerScript, CallReport, Question
 from mikrovoice.sim.routeros import FleetProfile
-from mikrovoice.simulation.report import call_timeline
+from mikrovoice.simulation.report import call_timeline, longest_silence
 from mikrovoice.simulation.timeline import Timeline as Picture
 from mikrovoice.simulation.timeline import render_svg
 
@@ -87,6 +87,22 @@ class Timeline(logging.Handler):
             print(f"{at - (self.t0 or 0.0):7.2f}s  {text}", file=self.out, flush=True)
 
 
+def max_no_speech_during_query(report: CallReport, stats: ServiceStats) -> float:
+    """The longest stretch of a running query in which the caller heard no speech and said nothing
+    (what the caller's ears decoded; comfort audio is not speech)."""
+    spans = sorted([(h.start, h.end) for h in report.heard] + [(s.start, s.end) for s in report.spoken])
+    left = min((t for t in (report.hung_up_at, report.server_hung_up_at) if t is not None), default=None)
+    longest = 0.0
+    for call in stats.calls:
+        for query in call.queries:
+            end = query.ended_at if query.ended_at is not None else left
+            if end is not None and left is not None:
+                end = min(end, left)
+            if end is not None and end > query.started_at:
+                longest = max(longest, longest_silence(spans, query.started_at, end)[0])
+    return round(longest, 2)
+
+
 def summarise(report: CallReport, stats: ServiceStats) -> dict[str, Any]:
     queries = [q for call in stats.calls for q in call.queries]
     states: list[str] = []
@@ -96,9 +112,14 @@ def summarise(report: CallReport, stats: ServiceStats) -> dict[str, Any]:
         "calls": len(stats.calls),
         "questions": len(report.questions),
         "answered": sum(q.answered for q in report.questions),
-        "model_link_drops": sum(1 for c in stats.calls if c.model_link_drop),
+        "model_link_drops": sum(len(c.model_link_drops) for c in stats.calls),
+        "reconnects": sum(c.reconnects for c in stats.calls),
         "longest_query_s": round(max((q.duration_s for q in queries), default=0.0), 2),
-        "max_dead_air_s": max((q.max_dead_air_s for q in report.questions), default=0.0),
+        # From the caller's ears: the longest time without sound (below the comfort level) between
+        # the end of a question and its answer.
+        "max_dead_air_s": round(max((q.max_dead_air_s for q in report.questions), default=0.0), 2),
+        "max_no_speech_during_query_s": max_no_speech_during_query(report, stats),
+        "comfort_audio_s": round(sum(c.comfort_frames for c in stats.calls) * 0.02, 1),
         "progress_updates": sum(c.progress_updates for c in stats.calls),
         "states": states,
         "caller_error": report.error,
@@ -154,6 +175,8 @@ def main(as_json: bool, virtual_clock: bool, out: TextIO = sys.stdout, timeline_
     else:
         print(f"\n{summary['answered']}/{summary['questions']} preguntas respondidas, "
               f"caídas del enlace: {summary['model_link_drops']}, consulta más larga: {summary['longest_query_s']} s, "
-              f"silencio máximo durante una consulta: {summary['max_dead_air_s']} s, "
+              f"silencio máximo (sin sonido) esperando una respuesta: {summary['max_dead_air_s']} s, "
+              f"sin voz durante una consulta: {summary['max_no_speech_during_query_s']} s, "
+              f"reconexiones: {summary['reconnects']}, "
               f"actualizaciones de progreso: {summary['progress_updates']}", file=out)
     return 0 if ok else 1

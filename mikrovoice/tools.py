@@ -51,6 +51,17 @@ SFP_TRAFFIC = ToolSpec(
         "additionalProperties": False,
     },
 )
+#: Not a router query: stops the query that is running. A backchannel ("ajá", "sí") is not a
+#: request to cancel, and the description says so.
+CANCEL_QUERY = ToolSpec(
+    name="cancelar_consulta",
+    description=(
+        "Cancela la consulta que está en curso. Úsala SOLO si el usuario pide expresamente cancelarla u "
+        "olvidarla ('olvídalo', 'cancela eso', 'ya no la necesito'). Un 'ajá', 'sí' u 'ok' no es una "
+        "petición de cancelar: en ese caso sigue esperando el resultado."
+    ),
+    parameters={"type": "object", "properties": {}, "additionalProperties": False},
+)
 
 
 class NocTools:
@@ -59,7 +70,7 @@ class NocTools:
 
     @property
     def specs(self) -> tuple[ToolSpec, ...]:
-        return (ACTIVE_DEVICES, SFP_TRAFFIC)
+        return (ACTIVE_DEVICES, SFP_TRAFFIC, CANCEL_QUERY)
 
     def parse_call(self, call_id: str, name: str, arguments: str) -> ToolCall:
         """Validate a model's call; a bad one gets a ``problem`` and never reaches a router."""
@@ -73,6 +84,10 @@ class NocTools:
             return self._check_active_devices(call_id, args)
         if name == SFP_TRAFFIC.name:
             return self._check_sfp(call_id, args)
+        if name == CANCEL_QUERY.name:
+            if args:
+                return ToolCall(call_id, name, args, problem="cancelar_consulta no lleva argumentos")
+            return ToolCall(call_id, name, {}, cancels=True)
         known = ", ".join(s.name for s in self.specs)
         return ToolCall(call_id, name, args, problem=f"no existe la herramienta {name!r}; existen: {known}")
 

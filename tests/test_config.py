@@ -16,6 +16,10 @@ def test_the_example_loads() -> None:
     assert settings.routers[0].password == "pw-one" and settings.api_key == "sk-secret"
     assert settings.phrases.progress_many.format(answered=7, total=12) == "Sigo consultando: 7 de 12 routers ya respondieron."
     assert settings.progress_lead_s == 1.0 and settings.model_audio_chunk_ms == 100
+    assert settings.model == "gpt-realtime-2.1" and settings.reasoning_effort == "minimal"
+    assert settings.realtime_endpoint == "wss://api.openai.com/v1/realtime?model=gpt-realtime-2.1"
+    assert settings.reconnect_attempts == 4 and settings.session_recycle_s == 3300.0
+    assert settings.comfort_audio == "thinking" and settings.comfort_level_dbfs == -36.0
     text = repr(settings)
     assert "pw-one" not in text and "sk-secret" not in text
 
@@ -29,6 +33,11 @@ def test_the_example_loads() -> None:
         ("[audiosocket]\nlisten = 'nohostport'\n", "HOST:PORT"),
         ("[[router]]\nname='a'\nhost='h'\n[[router]]\nname='a'\nhost='i'\n", "share a name"),
         ("not toml ===", "Expected"),
+        ("[openai]\nurl = 'wss://x/v1/realtime?model=gpt-realtime'\n", "url names model 'gpt-realtime'"),
+        ("[openai]\nreasoning_effort = 'max'\n", "reasoning_effort"),
+        ("[comfort]\naudio = 'nope.wav'\n", "no such file"),
+        ("[comfort]\nlevel_dbfs = -10\n", "below speech"),
+        ("[prompts]\nconnection_hold = 'x.wav'\n", "connection_hold: no such file"),
     ],
 )
 def test_mistakes_are_named(tmp_path: Path, body: str, message: str) -> None:
@@ -36,3 +45,12 @@ def test_mistakes_are_named(tmp_path: Path, body: str, message: str) -> None:
     path.write_text(body)
     with pytest.raises(ConfigError, match=message):
         load(path, {})
+
+
+def test_the_model_decides_the_url_and_effort_can_be_switched_off(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[openai]\nurl = 'wss://eu.example/v1/realtime?model=gpt-realtime-1.5&x=1'\n"
+                    "model = 'gpt-realtime-1.5'\nreasoning_effort = ''\n")
+    settings = load(path, {})
+    assert settings.realtime_endpoint == "wss://eu.example/v1/realtime?model=gpt-realtime-1.5&x=1"
+    assert settings.reasoning_effort is None

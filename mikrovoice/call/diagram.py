@@ -1,9 +1,10 @@
 """Export the call machine for review: ``statecharts/call.mmd`` (always) and ``call.svg``.
 
 The mermaid text comes from python-statemachine and is deterministic, so a test compares the
-committed file with a fresh export. Internal transitions appear as ``state : event / action``
-lines; the events each state explicitly ignores are appended as mermaid comments, so the file
-states the whole event table. SVG needs pydot and graphviz's ``dot`` and is skipped without them
+committed file with a fresh export. The library draws a targetless transition (one that only
+acts) as a self-loop without its action; we write it as a ``state : event / action`` line
+instead, so a reviewer sees what it does. The events each state explicitly ignores are appended
+as mermaid comments, so the file states the whole event table. SVG needs pydot and graphviz's ``dot`` and is skipped without them
 (its DOT has per-process ids, so it is never diffed).
 """
 
@@ -15,8 +16,26 @@ from pathlib import Path
 from mikrovoice.call.machine import EVENTS, CallMachine
 
 
+def _targetless_lines(text: str) -> str:
+    lines = text.split("\n")
+    for state in CallMachine.states_map.values():
+        for transition in state.transitions:
+            if transition.target is not None:
+                continue
+            actions = [str(a) for a in transition.on if str(a) != "on_transition" and hasattr(CallMachine, str(a))]
+            event = str(list(transition.events)[0])
+            loop = f"{state.id} --> {state.id} : {event.replace('_', ' ').capitalize()}"
+            for i, line in enumerate(lines):
+                rest = line.strip().removeprefix(loop)
+                if rest != line.strip() and (not rest or rest.startswith(" [")):
+                    indent = line[: len(line) - len(line.lstrip())]
+                    lines[i] = f"{indent}{state.id} : {event}{rest} / {', '.join(actions)}"
+                    break
+    return "\n".join(lines)
+
+
 def mermaid() -> str:
-    text = f"{CallMachine:mermaid}".rstrip("\n")
+    text = _targetless_lines(f"{CallMachine:mermaid}".rstrip("\n"))
     lines = [text, "", "    %% Events each state explicitly ignores (CallMachine.IGNORED); any event that is",
              "    %% neither a transition above nor listed here is a bug and raises CallMachineError."]
     for state, ignored in CallMachine.IGNORED.items():

@@ -1,13 +1,30 @@
-"""The call machine: the states of one phone call, as a sync python-statemachine ``StateMachine``.
+"""The call statechart: one phone call as a python-statemachine ``StateChart``.
 
 Theory of operation. Everything that decides what a call does next lives here; nothing here
 does I/O, owns a timer or awaits. Trio tasks in the call's nursery (``call.session``) turn what
-they observe into events (``machine.handle("tool_called", call=...)``); the machine transitions
+they observe into events (``machine.handle("tool_called", call=...)``); the chart transitions
 and appends ``Command`` objects to ``machine.outbox``; the session drains the outbox and carries
-the commands out. Every event a task can raise is, in each state, either a transition (maybe an
-internal one that only acts) or listed in ``IGNORED``; anything else is a bug and raises
-``CallMachineError`` ("can't handle event X in state Y"), like h11 does.
-Async callbacks are forbidden here: they would switch the library to its asyncio engine.
+the commands out.
+
+Shape. While the call is live, two regions run in parallel inside ``call``:
+
+- ``conversation``: greeting, listening, announcing (the model said it will look), querying,
+  reporting. It is written in terms of a voice model that speaks, calls tools and finishes
+  turns; nothing in it is specific to the OpenAI Realtime wire protocol, so a second backend
+  (GPT-Live with client delegation) can raise the same events.
+- ``link``: the model link: connecting, up, reconnecting (after a drop, with backoff), and
+  recycling (a fresh session before OpenAI's 60-minute limit, at a quiet moment).
+
+``link_up`` is seen by both regions: the link is up, and the conversation asks again for what
+died with the old session (the greeting, or the report). A query keeps running through a
+reconnect: its lifetime is the call's, not the socket's. Leaving ``call`` ends everything in
+it at once: the caller's hang-up and a fatal error go to ``ended`` from one edge, a model that
+cannot be reached goes to ``farewell`` (the recorded apology) from one edge.
+
+Every event a task can raise is, in the active states, either a transition (maybe a
+targetless one that only acts) or listed in ``IGNORED``; anything else is a bug and raises
+``CallMachineError`` ("can't handle event X in state Y"), as h11 does. Async callbacks are
+forbidden here: they would switch the library to its asyncio engine.
 """
 
 from __future__ import annotations
@@ -15,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from statemachine import State, StateMachine
+from statemachine import State, StateChart
 
 
 class CallMachineError(Exception):
@@ -28,6 +45,7 @@ class ToolCall:
     name: str
     arguments: dict[str, Any]
     problem: str | None = None  # why the call cannot run (unknown tool, bad arguments), or None
+    cancels: bool = False  # the model asks to cancel the running query ("olvídalo")
 
 
 @dataclass(frozen=True)
@@ -55,13 +73,61 @@ class RefuseToolCall:
 
 
 @dataclass(frozen=True)
+class SpeakPreamble:
+    """The model called a tool without a word: the caller must hear that we are looking."""
+
+    call: ToolCall
+
+
+@dataclass(frozen=True)
 class SpeakProgress:
     call: ToolCall
 
 
 @dataclass(frozen=True)
+class SayReconnected:
+    """Back after a drop with nothing running: whatever the caller said meanwhile was lost, so
+    the assistant says so and asks them to repeat."""
+
+
+@dataclass(frozen=True)
+class PlayHold:
+    """The caller waits for a query and no model can speak (the link is being re-established):
+    play the recorded hold prompt, so that the wait is never a long silence."""
+
+
+@dataclass(frozen=True)
 class DeliverResult:
     result: ToolResult
+
+
+@dataclass(frozen=True)
+class AskReport:
+    """The report response died with the old model session: ask the new one (the output is in the replay)."""
+
+    result: ToolResult
+
+
+@dataclass(frozen=True)
+class CancelQuery:
+    """Stop the running query; tell the model it was cancelled (``query``) and answer ``by`` (the cancel call)."""
+
+    query: ToolCall
+    by: ToolCall
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    """Open a new model session after ``delay_s``, configure it and replay the conversation."""
+
+    attempt: int
+    delay_s: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Recycle:
+    """Replace a healthy model session by a fresh one (same replay), now: the line is quiet."""
 
 
 @dataclass(frozen=True)
@@ -77,104 +143,184 @@ class EndCall:
     by_caller: bool = False  # the caller hung up: nothing to send; otherwise we hang up (0x00)
 
 
-Command = Greet | StartQuery | RefuseToolCall | SpeakProgress | DeliverResult | SayFarewell | EndCall
+Command = (
+    Greet | StartQuery | RefuseToolCall | SpeakPreamble | SpeakProgress | PlayHold | DeliverResult | AskReport
+    | CancelQuery | SayReconnected
+    | Reconnect | Recycle | SayFarewell | EndCall
+)
 
 #: Every event the call's tasks can raise.
 EVENTS = (
+    "link_up",  # a model session is configured (session.updated checked): first, after a reconnect or a recycle
     "greeting_done",  # the greeting response is done
-    "turn_done",  # a response server VAD started (the model answering the caller) is done
+    "turn_done",  # a response server VAD started (the model answering the caller) is done; spoke=False: silent
     "tool_called",  # the model completed a function_call item
     "progress_due",  # the progress policy says the caller has waited long enough in silence
-    "progress_done",  # a progress response is done
+    "progress_done",  # a progress (or preamble) response is done
     "query_finished",  # the query's cancel scope closed: result, partial result or error
     "report_done",  # the response that reports the result is done
-    "hangup",  # the caller hung up (AudioSocket EOF)
-    "link_lost",  # the model link died (or never came up)
+    "link_down",  # the model link dropped or died (or a connection attempt failed): worth reconnecting
+    "recycle_due",  # the model session is old and the line is quiet: time for a fresh one
+    "link_failed",  # the model cannot serve this call (key refused, session refused, out of attempts...)
     "farewell_done",  # the recorded apology has been played
+    "hangup",  # the caller hung up (AudioSocket EOF)
     "abort",  # a peer sent input the call cannot go on with
 )
 
+CONVERSATION_STATES = ("greeting", "listening", "announcing", "querying", "reporting")
+LINK_STATES = ("connecting", "up", "reconnecting", "recycling")
 
-class CallMachine(StateMachine):
-    greeting = State("greeting", initial=True)
-    listening = State("listening")
-    announcing = State("announcing")
-    querying = State("querying")
-    reporting = State("reporting")
+
+class CallMachine(StateChart):  # type: ignore[type-arg]  # the model is the chart itself
+    #: An exception in a guard or an action is a bug: raise it (the StateChart default would turn
+    #: it into an unhandled ``error.execution`` event and carry on silently).
+    catch_errors_as_events = False
+
+    class call(State.Parallel):  # noqa: N801  # state ids are the names in statecharts/
+        class conversation(State.Compound):  # noqa: N801
+            greeting = State("greeting", initial=True)
+            listening = State("listening")
+            announcing = State("announcing")
+            querying = State("querying")
+            reporting = State("reporting")
+
+            greeting_done = greeting.to(listening)
+            tool_called = (
+                greeting.to(announcing, cond="starts_query", on="start_query")
+                | listening.to(announcing, cond="starts_query", on="start_query")
+                | reporting.to(announcing, cond="starts_query", on="start_query")
+                | announcing.to(listening, cond="cancels_query", on="cancel_query")
+                | querying.to(listening, cond="cancels_query", on="cancel_query")
+                | greeting.to(None, on="refuse_invalid")
+                | listening.to(None, on="refuse_invalid")
+                | reporting.to(None, on="refuse_invalid")
+                | announcing.to(None, on="refuse_busy")
+                | querying.to(None, on="refuse_busy")
+            )
+            turn_done = (
+                announcing.to(reporting, cond="result_ready", on="ask_preamble_if_silent")
+                | announcing.to(querying, on="ask_preamble_if_silent")
+            )
+            report_done = (
+                reporting.to(listening)
+                | announcing.to(reporting, cond="result_ready")
+                | announcing.to(querying)
+            )
+            progress_due = (
+                querying.to(None, cond="link_is_up", on="speak_progress")
+                | querying.to(None, on="play_hold")
+                | announcing.to(None, unless="link_is_up", on="play_hold")
+            )
+            query_finished = querying.to(reporting) | announcing.to(None)
+            link_up = (
+                greeting.to(None, on="greet")
+                | listening.to(None, cond="back_after_drop", on="say_reconnected")
+                | announcing.to(reporting, cond="result_ready")
+                | announcing.to(querying)
+                | reporting.to(None, on="ask_report")
+            )
+
+        class link(State.Compound):  # noqa: N801
+            connecting = State("connecting", initial=True)
+            up = State("up")
+            reconnecting = State("reconnecting")
+            recycling = State("recycling")
+
+            link_up = connecting.to(up) | reconnecting.to(up) | recycling.to(up)
+            link_down = (
+                connecting.to(reconnecting, cond="may_reconnect")
+                | up.to(reconnecting, cond="may_reconnect")
+                | recycling.to(reconnecting, cond="may_reconnect")
+                | reconnecting.to(None, cond="may_reconnect", on="reconnect")
+            )
+            recycle_due = up.to(recycling, cond="quiet_moment")
+
     farewell = State("farewell")
     ended = State("ended", final=True)
 
-    greeting_done = greeting.to(listening)
-    tool_called = (
-        greeting.to(announcing, cond="call_is_valid", on="start_query")
-        | listening.to(announcing, cond="call_is_valid", on="start_query")
-        | reporting.to(announcing, cond="call_is_valid", on="start_query")
-        | greeting.to.itself(internal=True, on="refuse_invalid")
-        | listening.to.itself(internal=True, on="refuse_invalid")
-        | reporting.to.itself(internal=True, on="refuse_invalid")
-        | announcing.to.itself(internal=True, on="refuse_busy")
-        | querying.to.itself(internal=True, on="refuse_busy")
-    )
-    turn_done = announcing.to(reporting, cond="result_ready") | announcing.to(querying)
-    report_done = (
-        reporting.to(listening)
-        | announcing.to(reporting, cond="result_ready")
-        | announcing.to(querying)
-    )
-    progress_due = querying.to.itself(internal=True, on="speak_progress")
-    query_finished = querying.to(reporting) | announcing.to.itself(internal=True)
-    link_lost = (
-        greeting.to(farewell) | listening.to(farewell) | announcing.to(farewell) | querying.to(farewell)
-        | reporting.to(farewell)
-    )
+    # Out of reconnect attempts: the apology. From anywhere in the live call, one edge each.
+    link_down = call.to(farewell, unless="may_reconnect")
+    link_failed = call.to(farewell)
     farewell_done = farewell.to(ended)
-    hangup = (
-        greeting.to(ended) | listening.to(ended) | announcing.to(ended) | querying.to(ended) | reporting.to(ended)
-        | farewell.to(ended)
-    )
-    abort = (
-        greeting.to(ended) | listening.to(ended) | announcing.to(ended) | querying.to(ended) | reporting.to(ended)
-        | farewell.to(ended)
-    )
+    hangup = call.to(ended) | farewell.to(ended)
+    abort = call.to(ended) | farewell.to(ended)
 
-    #: Events that, in a state, are expected and change nothing.
+    #: Events that, in an (atomic) state, are expected and change nothing.
     IGNORED: dict[str, frozenset[str]] = {
         # The caller spoke before our greeting got its turn: server VAD answered first.
-        "greeting": frozenset({"turn_done"}),
-        # The model answered the caller without calling a tool.
-        "listening": frozenset({"turn_done"}),
+        "greeting": frozenset({"turn_done", "progress_done", "recycle_due"}),
+        # The model answered the caller without calling a tool; a progress update or a cancelled
+        # query's last update ended.
+        "listening": frozenset({"turn_done", "progress_done", "recycle_due", "link_up"}),
         # The tool-call response is still speaking its preamble; no progress over it.
-        "announcing": frozenset({"progress_due"}),
+        "announcing": frozenset({"progress_due", "progress_done", "recycle_due"}),
         # The caller spoke during the query and the model answered; a progress update ended.
-        "querying": frozenset({"turn_done", "progress_done"}),
+        "querying": frozenset({"turn_done", "progress_done", "recycle_due", "link_up"}),
         # A progress update or a VAD turn that was playing when the result came in ended.
-        "reporting": frozenset({"turn_done", "progress_done"}),
+        "reporting": frozenset({"turn_done", "progress_done", "progress_due", "recycle_due"}),
+        # Link region: a recycle is only due while up; otherwise nothing to do.
+        "connecting": frozenset({"recycle_due"}),
+        "reconnecting": frozenset({"recycle_due"}),
+        "recycling": frozenset({"recycle_due"}),
+        "up": frozenset(),
         # The model is gone; whatever it had sent before is moot, and the query was cancelled.
         "farewell": frozenset(set(EVENTS) - {"farewell_done", "hangup", "abort"}),
         "ended": frozenset(EVENTS),
     }
 
-    def __init__(self, call_id: str = "-") -> None:
+    def __init__(self, call_id: str = "-", *, max_reconnects: int = 4, backoff_s: float = 0.5,
+                 backoff_max_s: float = 4.0) -> None:
         self.call_id = call_id
+        self.max_reconnects = max_reconnects
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
         self.outbox: list[Command] = []
-        self.trace: list[str] = []
+        self.trace: list[str] = []  # conversation states, then farewell/ended
+        self.link_trace: list[str] = []
         self.current_call: ToolCall | None = None
         self.result: ToolResult | None = None
         self.end_reason: str | None = None
         self.progress_updates = 0
+        self.hold_prompts = 0
+        self.reconnects = 0  # attempts made since the link was last up
+        self.reconnects_total = 0
+        self._dropped = False  # the link dropped since it was last up (a recycle is not a drop)
         super().__init__()
 
     # -- the one entry point for tasks --------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """The conversation's state while the call is live, else ``farewell`` or ``ended``."""
+        for value in (*CONVERSATION_STATES, "farewell", "ended"):
+            if value in self._active:
+                return value
+        raise CallMachineError(f"no conversation state in {sorted(self._active)}")  # pragma: no cover
+
+    @property
+    def link_state(self) -> str | None:
+        return next((value for value in LINK_STATES if value in self._active), None)
+
+    @property
+    def _active(self) -> set[str]:
+        return {s.id for s in self.configuration}
+
+    @property
+    def wants_comfort(self) -> bool:
+        """Comfort audio fills the silences while the caller waits for us (never over speech:
+        the playout only plays it when nobody speaks)."""
+        active = self._active
+        return bool(active & {"announcing", "querying", "reporting", "reconnecting", "recycling"})
 
     def handle(self, event: str, **data: Any) -> bool:
         """Apply one event; return False when it is explicitly ignored in the current state."""
         if event not in EVENTS:
             raise CallMachineError(f"unknown call event {event!r}")
-        state = self.current_state_value
-        if event in self.IGNORED[state]:
-            return False
-        if event not in {e.id for e in self.allowed_events}:
-            raise CallMachineError(f"can't handle event {event!r} in state {state!r} (call {self.call_id})")
+        active = self._active
+        if event not in {e.id for e in self.enabled_events(**data)}:  # guards evaluated
+            if any(event in self.IGNORED.get(state, frozenset()) for state in active):
+                return False
+            raise CallMachineError(f"can't handle event {event!r} in state {self.state!r} (call {self.call_id})")
         self.send(event, **data)
         return True
 
@@ -184,35 +330,82 @@ class CallMachine(StateMachine):
 
     # -- guards --------------------------------------------------------------------------------
 
-    def call_is_valid(self, call: ToolCall) -> bool:
-        return call.problem is None
+    def starts_query(self, call: ToolCall) -> bool:
+        return call.problem is None and not call.cancels
+
+    def cancels_query(self, call: ToolCall) -> bool:
+        return call.problem is None and call.cancels and self.current_call is not None
 
     def result_ready(self) -> bool:
         return self.result is not None
 
+    def may_reconnect(self) -> bool:
+        return self.reconnects < self.max_reconnects
+
+    def back_after_drop(self) -> bool:
+        return self._dropped
+
+    def link_is_up(self) -> bool:
+        return "up" in self._active
+
+    def quiet_moment(self) -> bool:
+        return "listening" in self._active
+
     # -- actions: record and hand work to the session; never block ------------------------------
 
     def on_enter_state(self, target: State) -> None:
-        self.trace.append(target.id)
+        if target.id in LINK_STATES:
+            self.link_trace.append(target.id)
+        elif target.id in (*CONVERSATION_STATES, "farewell", "ended"):
+            self.trace.append(target.id)
 
-    def on_enter_greeting(self) -> None:
+    def greet(self) -> None:
         self.outbox.append(Greet())
 
     def start_query(self, call: ToolCall) -> None:
         self.current_call, self.result = call, None
         self.outbox.append(StartQuery(call))
 
+    def cancel_query(self, call: ToolCall) -> None:
+        assert self.current_call is not None
+        self.outbox.append(CancelQuery(self.current_call, call))
+        self.current_call = self.result = None
+
     def refuse_invalid(self, call: ToolCall) -> None:
-        self.outbox.append(RefuseToolCall(call, call.problem or "invalid call"))
+        reason = call.problem or "no query is running: nothing to cancel"
+        self.outbox.append(RefuseToolCall(call, reason))
 
     def refuse_busy(self, call: ToolCall) -> None:
-        running = self.current_call.name if self.current_call else "?"
-        self.outbox.append(RefuseToolCall(call, f"busy: the query {running} is still running; wait for its result"))
+        running = self.current_call
+        if call.problem is not None:
+            reason = call.problem
+        elif running is not None and (call.name, call.arguments) == (running.name, running.arguments):
+            reason = (f"duplicate: this same query ({running.name}) is already running; its result will be "
+                      "given as soon as it arrives. Do not call it again.")
+        else:
+            reason = (f"busy: the query {running.name if running else '?'} is still running; wait for its result "
+                      "or cancel it first")
+        self.outbox.append(RefuseToolCall(call, reason))
+
+    def ask_preamble_if_silent(self, spoke: bool = True) -> None:
+        if not spoke and self.current_call is not None and self.result is None:
+            self.outbox.append(SpeakPreamble(self.current_call))
 
     def speak_progress(self) -> None:
         assert self.current_call is not None
         self.progress_updates += 1
         self.outbox.append(SpeakProgress(self.current_call))
+
+    def say_reconnected(self) -> None:
+        self.outbox.append(SayReconnected())
+
+    def play_hold(self) -> None:
+        self.hold_prompts += 1
+        self.outbox.append(PlayHold())
+
+    def ask_report(self) -> None:
+        assert self.result is not None
+        self.outbox.append(AskReport(self.result))
 
     def on_query_finished(self, result: ToolResult) -> None:
         self.result = result
@@ -223,8 +416,32 @@ class CallMachine(StateMachine):
 
     def on_exit_reporting(self) -> None:
         self.result = None
+        self.current_call = None
 
-    def on_enter_farewell(self, reason: str = "") -> None:
+    # link region
+
+    def on_enter_up(self) -> None:
+        self.reconnects = 0
+        self._dropped = False
+
+    def on_enter_reconnecting(self, reason: str = "") -> None:
+        self._dropped = True
+        self.reconnect(reason)
+
+    def reconnect(self, reason: str = "") -> None:
+        self.reconnects += 1
+        self.reconnects_total += 1
+        delay = min(self.backoff_max_s, self.backoff_s * 2 ** (self.reconnects - 1))
+        self.outbox.append(Reconnect(self.reconnects, delay, reason or "model link lost"))
+
+    def on_enter_recycling(self) -> None:
+        self.outbox.append(Recycle())
+
+    # the end
+
+    def on_enter_farewell(self, event: str, reason: str = "") -> None:
+        if event == "link_down":
+            reason = f"model unreachable after {self.reconnects} reconnect attempt(s): {reason or 'link lost'}"
         self.end_reason = reason or "model link lost"
         self.outbox.append(SayFarewell(self.end_reason))
 

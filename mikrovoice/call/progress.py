@@ -16,6 +16,9 @@ import trio
 
 from mikrovoice.config import Phrases
 
+#: Up to this many routers still running are named ("Faltan 26.1 y 46.3").
+MAX_NAMED_MISSING = 3
+
 
 @dataclass(frozen=True)
 class ProgressPolicy:
@@ -38,10 +41,14 @@ class ProgressPolicy:
     def phrase(phrases: Phrases, answered: int, failed: int, total: int, pending: list[str]) -> str:
         if total == 1 and pending:
             return phrases.progress_one.format(router=pending[0])
-        fields = {"answered": answered, "done": answered, "failed": failed, "total": total, "pending": len(pending)}
+        missing = " y ".join([", ".join(pending[:-1]), pending[-1]] if len(pending) > 1 else pending)
+        fields = {"answered": answered, "done": answered, "failed": failed, "total": total, "pending": len(pending),
+                  "missing": missing}
         text = phrases.progress_many.format(**fields)
         if failed:
             text += " " + phrases.progress_failed.format(**fields)
+        if 0 < len(pending) <= MAX_NAMED_MISSING:
+            text += " " + phrases.progress_missing.format(**fields)
         return text
 
 

@@ -1,10 +1,12 @@
 """Recorded prompts: audio the service plays by itself, when there is no model to speak.
 
-Today one prompt: ``model_unavailable``, played when the model link is lost or never comes up,
-before we hang up, so that the caller is never cut off in silence. Its words are
-``Phrases.model_unavailable``; the bundled recording (``call/audio/model_unavailable.ulaw``, 8 kHz
-G.711 mu-law) was made with ``espeak-ng -v es-419 -s 175`` and ``sox`` (see docs/simulations.md), and an
-operator replaces it with their own voice through ``[prompts] model_unavailable`` in the config.
+Two prompts. ``model_unavailable``, played when the model cannot be reached (or never comes up),
+before we hang up, so that the caller is never cut off in silence. ``connection_hold``, played
+while a query runs and the model link is being re-established, when the caller would otherwise
+wait longer than the progress cadence without a word. Their words are ``Phrases.model_unavailable``
+and ``Phrases.connection_hold``; the bundled recordings (``call/audio/*.ulaw``, 8 kHz G.711 mu-law)
+were made with ``espeak-ng -v es-419 -s 175`` and ``sox ... -r 8000 -t ul`` (see docs/model-link.md),
+and an operator replaces them with their own voice through ``[prompts]`` in the config.
 Files: ``.wav`` (PCM 16-bit mono 8 kHz), ``.sln``/``.raw`` (slin: 16-bit little-endian 8 kHz), ``.ulaw``.
 """
 
@@ -18,15 +20,18 @@ from mikrovoice.config import ConfigError, Settings
 from mikrovoice.telephony import g711
 
 BUNDLED = Path(__file__).with_name("audio") / "model_unavailable.ulaw"
+BUNDLED_HOLD = Path(__file__).with_name("audio") / "connection_hold.ulaw"
 
 
 @dataclass(frozen=True)
 class Prompts:
     model_unavailable: bytes  # slin, 8 kHz
+    connection_hold: bytes = b""  # slin, 8 kHz; empty: say nothing (comfort audio only)
 
     @classmethod
     def load(cls, settings: Settings) -> Prompts:
-        return cls(read_audio(Path(settings.prompt_model_unavailable or BUNDLED)))
+        return cls(read_audio(Path(settings.prompt_model_unavailable or BUNDLED)),
+                   read_audio(Path(settings.prompt_connection_hold or BUNDLED_HOLD)))
 
 
 def read_audio(path: Path) -> bytes:

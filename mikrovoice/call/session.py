@@ -1,19 +1,26 @@
 """CallSession: one phone call, driven by Trio tasks in one nursery, decided by CallMachine.
 
 Tasks of a call (all in the call's nursery; when the call ends, all of them have ended):
-- ``Playout.run``: paced audio to Asterisk, silence from the first moment;
-- ``_link``: the model link (``RealtimeLink.run``); its end is the ``link_lost`` event;
+- ``Playout.run``: paced audio to Asterisk, silence (or comfort audio) from the first moment;
+- ``_run_link`` (one per model session): ``RealtimeLink.run``; its end is ``link_down`` (worth a
+  reconnect) or ``link_failed`` (the key, the account or the session was refused);
+- ``_model_events`` (one per model session): typed model events -> playout, response gate,
+  conversation ledger, machine events; events of a retired session are dropped;
 - ``_audio_in``: Asterisk frames -> mu-law -> ``input_audio_buffer.append``; EOF is ``hangup``;
 - ``_feed_clock``: the caller's audio goes to the model in chunks (``ModelFeed``); when Asterisk
   sends nothing (a silent phone), silence keeps the model's audio clock running, so that its
   server VAD can end the caller's turn;
-- ``_model_events``: typed model events -> playout, response gate, machine events;
+- ``_recycle_clock``: a model session older than ``session_recycle_s`` raises ``recycle_due``
+  at quiet moments until the machine takes it;
 - ``_query`` (one per tool call): the fan-out inside a cancel scope whose deadline is the
   query timeout, with a progress ticker and the seed's "Consultando... (10s)" log ticker as
-  children, so the caller's hang-up (nursery cancel), the deadline, or the model going away
-  (``SayFarewell``) stops all of it.
+  children. It lives in the call's nursery, not the model session's: a reconnect does not stop
+  it, and its result goes to whichever session is up when it arrives. The caller's hang-up
+  (nursery cancel), the deadline, the cancel tool, or the model going away (``SayFarewell``)
+  stops all of it.
 Every observation becomes ``self.handle(event)``, which feeds the machine and carries out its
-commands synchronously: no task can interleave between a transition and its effects.
+commands synchronously: no task can interleave between a transition and its effects. The
+session decides nothing the machine can decide: it moves bytes and time.
 """
 
 from __future__ import annotations
@@ -26,15 +33,23 @@ from typing import Any
 
 import trio
 
+from mikrovoice.call.comfort import ComfortAudio
 from mikrovoice.call.machine import (
+    AskReport,
     CallMachine,
     CallMachineError,
+    CancelQuery,
     Command,
     DeliverResult,
     EndCall,
     Greet,
+    PlayHold,
+    Reconnect,
+    Recycle,
     RefuseToolCall,
     SayFarewell,
+    SayReconnected,
+    SpeakPreamble,
     SpeakProgress,
     StartQuery,
     ToolCall,
@@ -47,7 +62,8 @@ from mikrovoice.logs import call_id as call_id_var
 from mikrovoice.logs import event
 from mikrovoice.net import Dialer, open_tcp
 from mikrovoice.realtime import protocol as rt
-from mikrovoice.realtime.link import RealtimeLink
+from mikrovoice.realtime.conversation import Conversation
+from mikrovoice.realtime.link import LinkClosed, RealtimeLink
 from mikrovoice.routeros.fleet import FanOut
 from mikrovoice.telephony import g711
 from mikrovoice.telephony.audiosocket import (
@@ -70,8 +86,14 @@ LINK_CLOSE_S = 2.0
 #: After this many responses in a row refused by the model (errors other than "busy"), the model
 #: is treated as unavailable: the caller hears the apology and the call ends.
 MAX_REFUSALS = 3
-_DONE_EVENTS = {"greeting": "greeting_done", "progress": "progress_done", "report": "report_done"}
+_DONE_EVENTS = {"greeting": "greeting_done", "progress": "progress_done", "preamble": "progress_done",
+                "report": "report_done"}
+#: A response refused for a rate limit is asked for again after this (others: the policy's retry_s).
+RATE_LIMIT_RETRY_S = 2.0
+#: How often a session due for recycling looks for a quiet moment.
+RECYCLE_POLL_S = 1.0
 _FAREWELL_ITEM = "prompt:model_unavailable"
+_HOLD_ITEM = "prompt:connection_hold"
 
 
 @dataclass
@@ -113,14 +135,20 @@ class CallRecord:
 
     call_id: str = "-"
     started_at: float = 0.0
-    states: list[str] = field(default_factory=list)
+    states: list[str] = field(default_factory=list)  # the conversation's, then farewell/ended
+    link_states: list[str] = field(default_factory=list)  # the model link's: connecting, up, reconnecting...
     state_times: list[tuple[float, str]] = field(default_factory=list)
     queries: list[QueryRecord] = field(default_factory=list)
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
     progress_updates: int = 0
     model_connected_at: float | None = None
-    model_link_drop: str | None = None
-    model_link_lost_at: float | None = None
+    model_link_drop: str | None = None  # the last drop's reason
+    model_link_lost_at: float | None = None  # when the model was given up (farewell), if it was
+    model_link_drops: list[tuple[float, str]] = field(default_factory=list)  # every drop: when, why
+    reconnects: int = 0  # model sessions opened after a drop
+    recycles: int = 0  # model sessions replaced before OpenAI's 60-minute limit
+    dropped_audio_chunks: int = 0  # caller audio older than max_audio_lag_ms when its turn came
+    comfort_frames: int = 0
     end_reason: str | None = None
     ended: bool = False
     ended_at: float = 0.0
@@ -138,16 +166,30 @@ class CallSession:
         self.prompts = prompts or Prompts.load(settings)
         self.asterisk = AudioSocketStream(stream)
         self.record = CallRecord(started_at=trio.current_time())
-        self.policy = ProgressPolicy(settings.progress_silence_s, settings.progress_lead_s)
-        self.gate = rt.ResponseGate()
+        self.gate = self._new_gate()
+        self.conversation = Conversation()
         self.responses: dict[str, str] = {}  # response id -> kind
         self.handled_calls: set[str] = set()
+        self._responses_with_audio: set[str] = set()
         self.caller_speaking = False
         self.fan: FanOut | None = None
+        self.link: RealtimeLink | None = None
+        self._links_opened = 0
+        self._link_up_at: float | None = None
+        self._session_update: rt.JSON | None = None  # the session.update sent on the current link
+        self._session_checked = False
+        self._pending_result: ToolResult | None = None  # a result waiting for the line to be free
         self._query_scope: trio.CancelScope | None = None
+        self._query_cancelled_by: ToolCall | None = None
         self._refusals_in_a_row = 0
         self._created_at: dict[str, float] = {}  # response kind -> when one of that kind last started
         self._we_hang_up = False
+        self._hold_items = 0
+
+    def _new_gate(self) -> rt.ResponseGate:
+        # A response the server starts by itself after our function_call_output sees the result:
+        # it is the report; ours is dropped, so the result is spoken once.
+        return rt.ResponseGate(absorbable=frozenset({"report"}))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -164,37 +206,34 @@ class CallSession:
             return self.record
         self.record.call_id = str(first)
         call_id_var.set(self.record.call_id)
-        self.machine = CallMachine(self.record.call_id)
-        self.record.states = self.machine.trace
-        self.record.state_times.append((trio.current_time(), self.machine.current_state_value))
-        self.quiet = QuietClock()
-        self.feed = ModelFeed(trio.current_time(), chunk_s=self.settings.model_audio_chunk_ms / 1000)
-        self.playout = Playout(on_speaking_change=lambda speaking: self._refresh_quiet())
-        self.link = RealtimeLink(
-            self.settings.realtime_endpoint,
-            self.settings.api_key,
-            ping_interval_s=self.settings.ping_interval_s,
-            pong_timeout_s=self.settings.pong_timeout_s,
-            connect_timeout_s=self.settings.connect_timeout_s,
-            dial=self.dial,
+        settings = self.settings
+        self.machine = CallMachine(
+            self.record.call_id, max_reconnects=settings.reconnect_attempts, backoff_s=settings.reconnect_backoff_s,
+            backoff_max_s=settings.reconnect_backoff_max_s,
         )
+        self.record.states = self.machine.trace
+        self.record.link_states = self.machine.link_trace
+        self.record.state_times.append((trio.current_time(), self.machine.state))
+        self.quiet = QuietClock()
+        self.feed = ModelFeed(trio.current_time(), chunk_s=settings.model_audio_chunk_ms / 1000)
+        self.playout = Playout(on_speaking_change=lambda speaking: self._refresh_quiet())
+        self.playout.comfort = ComfortAudio.from_settings(settings)
         event(log, "call.started")
         try:
             async with trio.open_nursery() as outer:
-                events_send, events_recv = trio.open_memory_channel[rt.ServerEvent](256)
-                self.link.send(rt.client_session_update(self._session_settings()))
-                outer.start_soon(self._link, events_send)
-                # Everything but the link lives in ``work``: EndCall cancels it at once (the query
-                # included); then the link gets a graceful WebSocket close, bounded in time.
+                self._link_nursery = outer
+                # Everything but the model links lives in ``work``: EndCall cancels it at once (the
+                # query included); then the link gets a graceful WebSocket close, bounded in time.
                 async with trio.open_nursery() as work:
                     self.nursery = work
                     work.start_soon(self.playout.run, self._send_to_asterisk)
-                    self._execute(self.machine.take_commands())  # the greeting, queued behind session.update
-                    work.start_soon(self._model_events, events_recv)
+                    self._open_link(resume=False)
                     work.start_soon(self._audio_in)
                     work.start_soon(self._feed_clock)
-                with trio.move_on_after(LINK_CLOSE_S):
-                    await self.link.aclose()
+                    work.start_soon(self._recycle_clock)
+                if self.link is not None:
+                    with trio.move_on_after(LINK_CLOSE_S):
+                        await self.link.aclose()
                 outer.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
@@ -202,9 +241,11 @@ class CallSession:
                     await self._send_to_asterisk(encode(Hangup()))
                 await self.asterisk.stream.aclose()
             self.record.progress_updates = self.machine.progress_updates
+            self.record.comfort_frames = self.playout.comfort_frames
             self._finish()
             event(log, "call.ended", reason=self.record.end_reason, states=" > ".join(self.machine.trace),
-                  dropped_audio_frames=self.link.dropped_audio)
+                  link=" > ".join(self.machine.link_trace), reconnects=self.record.reconnects,
+                  dropped_audio_chunks=self.record.dropped_audio_chunks)
         return self.record
 
     def _finish(self) -> None:
@@ -231,6 +272,7 @@ class CallSession:
             instructions=self.settings.phrases.instructions,
             voice=self.settings.voice,
             tools=self.tools.specs,
+            reasoning_effort=self.settings.reasoning_effort,
         )
 
     async def _send_to_asterisk(self, data: bytes) -> None:
@@ -240,23 +282,102 @@ class CallSession:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.handle("hangup", reason="the AudioSocket connection broke")
 
+    # ------------------------------------------------------------------ the model session
+
+    def _open_link(self, resume: bool) -> None:
+        """A new model session: configure it, replay the conversation if resuming, and serve it.
+
+        The session counts as up (``link_up``) only once its ``session.updated`` has been checked."""
+        settings = self.settings
+        link = RealtimeLink(
+            settings.realtime_endpoint, settings.api_key,
+            ping_interval_s=settings.ping_interval_s, pong_timeout_s=settings.pong_timeout_s,
+            connect_timeout_s=settings.connect_timeout_s, max_audio_lag_s=settings.max_audio_lag_ms / 1000,
+            dial=self.dial,
+        )
+        self.link = link
+        self._links_opened += 1
+        self._session_checked = False
+        self.caller_speaking = False  # a new session has heard nothing yet: no turn is open
+        self.gate = self._new_gate()
+        self.responses.clear()
+        self._session_update = rt.client_session_update(self._session_settings())
+        link.send(self._session_update)
+        if resume:
+            replay = self.conversation.replay()
+            for item in replay:
+                link.send(item)
+            event(log, "model.replay", items=len(replay))
+        events_send, events_recv = trio.open_memory_channel[rt.ServerEvent](256)
+        self._link_nursery.start_soon(self._run_link, link, events_send)
+        self.nursery.start_soon(self._model_events, link, events_recv)
+        self._refresh_quiet()
+
+    def _retire_link(self) -> None:
+        """Close the current session in the background; whatever it still says is ignored."""
+        old, self.link = self.link, None
+        if old is not None:
+            self.record.dropped_audio_chunks += old.dropped_audio
+            self._link_nursery.start_soon(old.aclose)
+
+    async def _run_link(self, link: RealtimeLink, events_send: trio.MemorySendChannel[rt.ServerEvent]) -> None:
+        async with events_send:
+            closed = await link.run(events_send)
+        if link is not self.link or self.machine.is_terminated:
+            return  # retired on purpose (reconnect, recycle, the call's end)
+        self.record.dropped_audio_chunks += link.dropped_audio
+        self._link_lost(closed)
+
+    def _link_lost(self, closed: LinkClosed) -> None:
+        now = trio.current_time()
+        self.record.model_link_drop = closed.reason
+        self.record.model_link_drops.append((now, closed.reason))
+        self.link = None
+        level = logging.ERROR if closed.fatal else logging.WARNING
+        event(log, "model.link_lost", level=level, reason=closed.reason, fatal=closed.fatal)
+        self.handle("link_failed" if closed.fatal else "link_down", reason=f"model link lost: {closed.reason}")
+
+    async def _reconnect_after(self, delay_s: float) -> None:
+        await trio.sleep(delay_s)
+        if self.machine.link_state in ("reconnecting", "recycling"):
+            self.record.reconnects += 1
+            self._open_link(resume=True)
+
+    def _on_session_updated(self, session: rt.JSON) -> None:
+        if self._session_checked:
+            return
+        assert self._session_update is not None
+        problem = rt.check_session_updated(self._session_update, session)
+        if problem is not None:
+            event(log, "model.session_refused", level=logging.ERROR, problem=problem)
+            self._retire_link()
+            self.handle("link_failed", reason=f"the model session is not what we asked: {problem}")
+            return
+        self._session_checked = True
+        self._link_up_at = trio.current_time()
+        if self.record.model_connected_at is None:
+            self.record.model_connected_at = self._link_up_at
+        self._refusals_in_a_row = 0
+        self.handle("link_up")
+        self._deliver_pending()
+
     # ------------------------------------------------------------------ the one place events go
 
     def handle(self, name: str, **data: Any) -> None:
         if self.machine.is_terminated:
             return
-        before = self.machine.current_state_value
+        before = self.machine.state
         try:
             self.machine.handle(name, **data)
         except CallMachineError as exc:
             event(log, "call.bug", level=logging.ERROR, error=str(exc))
             self.machine.handle("abort", reason=f"internal error: {exc}")
-        after = self.machine.current_state_value
+        after = self.machine.state
         if after != before:
             self.record.state_times.append((trio.current_time(), after))
-            event(log, "call.state", state=after, via=name)
+            event(log, "call.state", state=after, via=name, link=self.machine.link_state or "-")
         self._execute(self.machine.take_commands())
-        if after != before and not self.machine.is_terminated:
+        if not self.machine.is_terminated:
             self._refresh_quiet()
 
     def _execute(self, commands: list[Command]) -> None:
@@ -264,14 +385,18 @@ class CallSession:
         for command in commands:
             if isinstance(command, Greet):
                 instructions = phrases.greeting_instructions.format(greeting=phrases.greeting)
-                self._request_response(rt.client_response_create("greeting", instructions, tool_choice="none"))
+                self._request_response("greeting", instructions, tool_choice="none")
             elif isinstance(command, StartQuery):
                 self.gate.cancel_kind("greeting")
                 self.nursery.start_soon(self._query, command.call)
             elif isinstance(command, RefuseToolCall):
                 event(log, "tool.refused", tool=command.call.name, call=command.call.call_id, reason=command.reason)
                 self._send_tool_output(command.call.call_id, {"error": command.reason})
-                self._request_response(rt.client_response_create("refusal"))
+                self._request_response("refusal")
+            elif isinstance(command, SpeakPreamble):
+                event(log, "query.preamble", tool=command.call.name, phrase=phrases.preamble)
+                instructions = phrases.progress_instructions.format(phrase=phrases.preamble)
+                self._request_response("preamble", instructions, tool_choice="none")
             elif isinstance(command, SpeakProgress):
                 fan = self.fan
                 assert fan is not None
@@ -279,11 +404,42 @@ class CallSession:
                 event(log, "query.progress_spoken", phrase=phrase, answered=fan.answered, failed=fan.failed,
                       total=fan.total)
                 instructions = phrases.progress_instructions.format(phrase=phrase)
-                self._request_response(rt.client_response_create("progress", instructions, tool_choice="none"))
+                self._request_response("progress", instructions, tool_choice="none")
+            elif isinstance(command, SayReconnected):
+                instructions = phrases.say_instructions.format(phrase=phrases.reconnected)
+                self._request_response("reconnected", instructions, tool_choice="none")
+            elif isinstance(command, PlayHold):
+                if self.prompts.connection_hold and not self.playout.speaking:
+                    event(log, "query.hold_prompt", prompt=phrases.connection_hold)
+                    self._hold_items += 1
+                    item = f"{_HOLD_ITEM}:{self._hold_items}"
+                    self.playout.enqueue(item, self.prompts.connection_hold)
+                    self.playout.end_item(item)
             elif isinstance(command, DeliverResult):
-                self._send_tool_output(command.result.call.call_id, command.result.output)
+                # The late-result rule: an answer the caller is hearing (or asked for) comes first,
+                # then the result, once. The output waits for a free line.
                 self.gate.cancel_kind("progress")
-                self._request_response(rt.client_response_create("report", phrases.report_instructions))
+                self.gate.cancel_kind("preamble")
+                self._pending_result = command.result
+                self._deliver_pending()
+            elif isinstance(command, AskReport):
+                if self._pending_result is not None:
+                    self._deliver_pending()  # the output never reached the model: send it, then ask
+                else:  # the output is in the replay; the response that was to say it died
+                    self._request_response("report", phrases.report_instructions)
+            elif isinstance(command, CancelQuery):
+                self._cancel_query(command)
+            elif isinstance(command, Reconnect):
+                event(log, "model.reconnect", attempt=command.attempt, delay_s=command.delay_s, reason=command.reason)
+                self._retire_link()
+                self._session_checked = False
+                self.nursery.start_soon(self._reconnect_after, command.delay_s)
+            elif isinstance(command, Recycle):
+                age = trio.current_time() - (self._link_up_at or 0.0)
+                event(log, "model.recycle", session_age_s=round(age))
+                self.record.recycles += 1
+                self._retire_link()
+                self._open_link(resume=True)
             elif isinstance(command, SayFarewell):
                 self._say_farewell(command.reason)
             elif isinstance(command, EndCall):
@@ -291,11 +447,47 @@ class CallSession:
                 self._we_hang_up = not command.by_caller
                 self.nursery.cancel_scope.cancel()
 
+    @property
+    def policy(self) -> ProgressPolicy:
+        tool = self.machine.current_call.name if self.machine.current_call else ""
+        silence = self.settings.progress_silence_by_tool.get(tool, self.settings.progress_silence_s)
+        return ProgressPolicy(silence, self.settings.progress_lead_s)
+
+    def _send_model(self, client_event: rt.JSON) -> None:
+        """To the model session that is up; while none is, the machine asks again on ``link_up``."""
+        if self.link is not None and self._session_checked:
+            self.link.send(client_event)
+
     def _send_tool_output(self, call_id: str, output: dict[str, Any]) -> None:
-        self.link.send(rt.client_tool_output(call_id, json.dumps(output, ensure_ascii=False)))
+        text = json.dumps(output, ensure_ascii=False)
+        self.conversation.function_output(call_id, text)  # the replay carries it if this session dies
+        self._send_model(rt.client_tool_output(call_id, text))
         for record in self.record.tool_calls:
             if record.call_id == call_id:
                 record.output_sent_at = trio.current_time()
+
+    def _deliver_pending(self) -> None:
+        """Hand the result over once the line is free: nobody speaking, no response on the way."""
+        result = self._pending_result
+        if result is None or self.link is None or not self._session_checked:
+            return
+        if self.gate.busy or self.gate.held or self.caller_speaking:
+            return
+        self._pending_result = None
+        self._send_tool_output(result.call.call_id, result.output)
+        self._request_response("report", self.settings.phrases.report_instructions, after_output=result.call.call_id)
+
+    def _cancel_query(self, command: CancelQuery) -> None:
+        event(log, "query.cancel_requested", tool=command.query.name, call=command.query.call_id)
+        self._query_cancelled_by = command.by
+        if self._query_scope is not None:
+            self._query_scope.cancel()
+        self._pending_result = None
+        self.gate.cancel_kind("progress")
+        self.gate.cancel_kind("preamble")
+        self._send_tool_output(command.query.call_id, {"status": "cancelled", "by": "the caller"})
+        self._send_tool_output(command.by.call_id, {"ok": True, "cancelled": command.query.name})
+        self._request_response("cancel")
 
     def _say_farewell(self, reason: str) -> None:
         """The model is gone: stop the query, play the recorded apology; ``farewell_done`` when heard.
@@ -303,59 +495,74 @@ class CallSession:
         What the model already said and we hold is played first: it may be the answer."""
         if self._query_scope is not None:
             self._query_scope.cancel()
-        self.gate = rt.ResponseGate()  # nothing more will be asked of this link
-        self.link.watching = False
+        self.record.model_link_lost_at = trio.current_time()
+        self._retire_link()
+        self.gate = self._new_gate()  # nothing more will be asked of the model
+        self.playout.comfort_on = False
         self.playout.enqueue(_FAREWELL_ITEM, self.prompts.model_unavailable)
         self.playout.end_item(_FAREWELL_ITEM)
-        event(log, "call.farewell", reason=reason, prompt=self.settings.phrases.model_unavailable)
+        event(log, "call.farewell", level=logging.ERROR, reason=reason, prompt=self.settings.phrases.model_unavailable)
         self.nursery.start_soon(self._farewell_done)
 
     async def _farewell_done(self) -> None:
         await self.playout.wait_played()
         self.handle("farewell_done")
 
-    def _request_response(self, create: rt.JSON) -> None:
-        if self.machine.current_state_value not in ("farewell", "ended"):
-            self._send_gated(self.gate.request(create))
+    def _request_response(self, kind: str, instructions: str | None = None, tool_choice: str | None = None,
+                          after_output: str | None = None) -> None:
+        if self.machine.state in ("farewell", "ended") or self.link is None or not self._session_checked:
+            return  # no model session up: the machine asks again for what matters on link_up
+        # Per-response instructions replace the session's: ours carry the session's rules first.
+        create = rt.client_response_create(
+            kind, instructions, tool_choice=tool_choice,
+            session_instructions=self.settings.phrases.instructions if instructions is not None else None,
+        )
+        self._send_gated(self.gate.request(create, after_output=after_output))
 
     def _send_gated(self, released: list[rt.JSON]) -> None:
         """Send what the response gate released, ask again for what it refused, refresh the line."""
         for client_event in released:
-            self.link.send(client_event)
+            self._send_model(client_event)
         for refused, error in self.gate.take_refused():
             self._refusals_in_a_row += 1
             kind = refused["response"]["metadata"]["kind"]
+            effect = rt.error_effect(error, pending_create_id=refused.get("event_id"))
             event(log, "model.refused_response", level=logging.WARNING, kind=kind, code=error.code,
-                  in_a_row=self._refusals_in_a_row)
+                  effect=effect.name.lower(), in_a_row=self._refusals_in_a_row)
+            if effect is rt.ErrorEffect.FATAL:
+                self.handle("link_failed", reason=f"the model cannot serve this call: {error.code}: {error.message}")
+                return
             if self._refusals_in_a_row >= MAX_REFUSALS:
-                self.handle("link_lost", reason=f"the model refused {MAX_REFUSALS} responses in a row ({error.code})")
+                self.handle("link_failed", reason=f"the model refused {MAX_REFUSALS} responses in a row ({error.code})")
                 return
             if kind != "progress":  # the progress ticker asks again by itself
-                self.nursery.start_soon(self._ask_again, refused, trio.current_time())
+                delay = self.policy.retry_s
+                if effect is rt.ErrorEffect.RATE_LIMITED:
+                    delay = max(RATE_LIMIT_RETRY_S, rt.retry_after_s(error) or 0.0)
+                self.nursery.start_soon(self._ask_again, refused, trio.current_time(), delay)
+        self._deliver_pending()
         self._refresh_quiet()
 
-    async def _ask_again(self, refused: rt.JSON, refused_at: float) -> None:
+    async def _ask_again(self, refused: rt.JSON, refused_at: float, delay_s: float) -> None:
         """Ask again for a refused response, unless one of its kind started meanwhile: an error
         without an event_id may have been about something else, and the create went through."""
-        await trio.sleep(self.policy.retry_s)
+        await trio.sleep(delay_s)
+        if self.link is None or not self._session_checked or self.machine.state in ("farewell", "ended"):
+            return
         if self._created_at.get(refused["response"]["metadata"]["kind"], -1.0) < refused_at:
-            self._request_response(rt.renew_event_id(refused))
+            self._send_gated(self.gate.request(rt.renew_event_id(refused)))
 
     def _refresh_quiet(self) -> None:
+        if self.machine.is_terminated:
+            return
         self.quiet.update(self.playout.speaking or self.caller_speaking)
-        self.link.watching = self.machine.current_state_value in ("announcing", "querying") or self.gate.waiting
+        state = self.machine.state
+        self.playout.comfort_on = self.machine.wants_comfort and not self.caller_speaking and state != "farewell"
+        if self.link is not None:
+            self.link.watching = state in ("announcing", "querying") or self.gate.waiting
         self.quiet.poke()
 
     # ------------------------------------------------------------------ tasks
-
-    async def _link(self, events_send: trio.MemorySendChannel[rt.ServerEvent]) -> None:
-        async with events_send:
-            closed = await self.link.run(events_send)
-        if not self.machine.is_terminated:
-            self.record.model_link_drop = closed.reason
-            self.record.model_link_lost_at = trio.current_time()
-            event(log, "model.link_lost", level=logging.ERROR, reason=closed.reason)
-            self.handle("link_lost", reason=f"model link lost: {closed.reason}")
 
     async def _audio_in(self) -> None:
         while True:
@@ -371,7 +578,7 @@ class CallSession:
                     self.handle("abort", reason="AudioSocket audio is not 8 kHz slin")
                     return
                 for chunk in self.feed.caller_audio(g711.slin_to_ulaw(message.payload), trio.current_time()):
-                    self.link.send(rt.client_append_audio(chunk))
+                    self._send_model(rt.client_append_audio(chunk))
             elif isinstance(message, Hangup):
                 self.handle("hangup", reason="caller hung up")
                 return
@@ -385,56 +592,118 @@ class CallSession:
         while True:
             await trio.sleep_until(self.feed.next_due())
             for chunk in self.feed.tick(trio.current_time()):
-                self.link.send(rt.client_append_audio(chunk))
+                self._send_model(rt.client_append_audio(chunk))
 
-    async def _model_events(self, events: trio.MemoryReceiveChannel[rt.ServerEvent]) -> None:
-        async for server_event in events:
-            self._on_model_event(server_event)
+    async def _recycle_clock(self) -> None:
+        """OpenAI ends a session at 60 minutes: past ``session_recycle_s``, offer ``recycle_due``
+        every ``RECYCLE_POLL_S``; the machine takes it at a quiet moment."""
+        while True:
+            up_at = self._link_up_at
+            if up_at is None or self.machine.link_state != "up":
+                await trio.sleep(RECYCLE_POLL_S)
+                continue
+            due = up_at + self.settings.session_recycle_s
+            if trio.current_time() < due:
+                await trio.sleep_until(due)
+                continue
+            if not (self.gate.busy or self.gate.waiting or self.caller_speaking or self.playout.speaking):
+                self.handle("recycle_due")
+            await trio.sleep(RECYCLE_POLL_S)
+
+    async def _model_events(self, link: RealtimeLink, events: trio.MemoryReceiveChannel[rt.ServerEvent]) -> None:
+        async with events:
+            async for server_event in events:
+                if link is not self.link:
+                    continue  # a retired session's leftovers
+                self._on_model_event(server_event)
 
     def _on_model_event(self, e: rt.ServerEvent) -> None:
-        if self.machine.current_state_value in ("farewell", "ended"):
+        if self.machine.state in ("farewell", "ended"):
             return  # the model is gone; what it had still in flight is moot
         if isinstance(e, rt.AudioDelta):
+            if self.gate.kind_of(e.response_id) == rt.DUPLICATE:
+                return  # a second report of the same result, cancelled by the gate: never played
+            self._responses_with_audio.add(e.response_id)
             self.playout.enqueue(e.item_id, g711.ulaw_to_slin(e.audio))
         elif isinstance(e, rt.ResponseCreated):
             self._refusals_in_a_row = 0
-            self.responses[e.response_id] = e.metadata.get("kind", "turn")
-            self._created_at[self.responses[e.response_id]] = trio.current_time()
             self._send_gated(self.gate.on_created(e))
+            kind = self.gate.kind_of(e.response_id) or e.metadata.get("kind", "turn")
+            self.responses[e.response_id] = kind
+            self._created_at[kind] = trio.current_time()
         elif isinstance(e, rt.TranscriptDone):
             self.playout.end_item(e.item_id)
+            self.conversation.assistant_said(e.item_id, e.transcript)
             event(log, "model.said", kind=self.responses.get(e.response_id, "turn"), text=e.transcript)
         elif isinstance(e, rt.FunctionCall):
             self._on_function_call(e)
         elif isinstance(e, rt.ResponseDone):
             for call in e.function_calls:  # normally already seen in response.output_item.done
                 self._on_function_call(call)
+            kind = self.gate.kind_of(e.response_id) or self.responses.get(e.response_id, "turn")
+            self.responses.pop(e.response_id, None)
+            if kind == rt.DUPLICATE:
+                self._send_gated(self.gate.on_done(e))
+                return
+            if e.status != "completed":
+                event(log, "model.response_not_completed", level=logging.WARNING, kind=kind, status=e.status,
+                      reason=e.reason or "", error=e.error_code or "")
             self._send_gated(self.gate.on_done(e))
-            kind = self.responses.pop(e.response_id, "turn")
-            self.handle(_DONE_EVENTS.get(kind, "turn_done"))
+            done = _DONE_EVENTS.get(kind, "turn_done")
+            spoke = e.response_id in self._responses_with_audio
+            self._responses_with_audio.discard(e.response_id)
+            if done == "turn_done":
+                self.handle(done, spoke=spoke)
+            else:
+                self.handle(done)
         elif isinstance(e, rt.SpeechStarted):
             self.caller_speaking = True
+            self.playout.comfort_on = False  # at once, before anything else
             for truncation in self.playout.flush():
                 event(log, "call.barge_in", item=truncation.item_id, heard_ms=truncation.played_ms)
-                self.link.send(rt.client_truncate(truncation.item_id, truncation.played_ms))
+                if truncation.item_id.startswith("prompt:"):
+                    continue  # our own recording: the model never said it
+                self.conversation.assistant_truncated(truncation.item_id, truncation.played_ms)
+                self._send_model(rt.client_truncate(truncation.item_id, truncation.played_ms))
             self._send_gated(self.gate.hold(True))
         elif isinstance(e, rt.SpeechStopped):
             self.caller_speaking = False
             self._send_gated(self.gate.hold(False))
+        elif isinstance(e, rt.ItemAdded):
+            self._send_gated(self.gate.on_item_added(e))
         elif isinstance(e, rt.InputTranscript):
+            self.conversation.user_said(e.item_id, e.transcript)
             event(log, "caller.said", text=e.transcript)
         elif isinstance(e, rt.ServerError):
-            event(log, "model.error", level=logging.WARNING, code=e.code, message=e.message, event_id=e.event_id)
-            self._send_gated(self.gate.on_error(e))
+            self._on_error(e)
         elif isinstance(e, rt.SessionUpdated):
-            event(log, "model.session_updated")
+            self._on_session_updated(e.session)
         elif isinstance(e, rt.SessionCreated):
-            self.record.model_connected_at = trio.current_time()
+            event(log, "model.session_created")
+
+    def _on_error(self, e: rt.ServerError) -> None:
+        session_update_id = self._session_update.get("event_id") if self._session_update else None
+        effect = rt.error_effect(e, session_update_id=session_update_id, pending_create_id=self.gate.pending_create_id)
+        level = logging.INFO if effect is rt.ErrorEffect.HARMLESS else logging.WARNING
+        event(log, "model.error", level=level, code=e.code, message=e.message, event_id=e.event_id,
+              effect=effect.name.lower())
+        if effect is rt.ErrorEffect.SESSION_REFUSED:
+            self._retire_link()
+            self.handle("link_failed", reason=f"the model refused our session settings: {e.code}: {e.message}")
+        elif effect is rt.ErrorEffect.SESSION_EXPIRED:
+            self._retire_link()
+            self._link_lost(LinkClosed(f"session expired: {e.message}", by_us=False))
+        elif effect is rt.ErrorEffect.FATAL:
+            self._retire_link()
+            self.handle("link_failed", reason=f"the model cannot serve this call: {e.code}: {e.message}")
+        else:
+            self._send_gated(self.gate.on_error(e))
 
     def _on_function_call(self, e: rt.FunctionCall) -> None:
         if e.call_id in self.handled_calls:
             return
         self.handled_calls.add(e.call_id)
+        self.conversation.function_called(e.call_id, e.name, e.arguments)
         call = self.tools.parse_call(e.call_id, e.name, e.arguments)
         self.record.tool_calls.append(ToolCallRecord(e.call_id, e.name, e.arguments, trio.current_time(),
                                                      call.problem or ""))
@@ -466,7 +735,10 @@ class CallSession:
             record.cancelled = not record.timed_out and len(fan.pending) > 0
             record.per_router = _router_records(fan, record)
         if record.cancelled:
-            event(log, "query.cancelled", tool=call.name, elapsed_s=round(record.duration_s, 2), answered=fan.answered)
+            by = "the caller (cancel tool)" if self._query_cancelled_by is not None else "the call's end"
+            self._query_cancelled_by = None
+            event(log, "query.cancelled", tool=call.name, elapsed_s=round(record.duration_s, 2), answered=fan.answered,
+                  by=by)
             return
         output = self.tools.report(call, fan, timeout if record.timed_out else None)
         event(log, "query.finished", tool=call.name, elapsed_s=round(record.duration_s, 2), answered=fan.answered,
@@ -481,14 +753,15 @@ class CallSession:
         """
         while True:
             quiet_since = await self.quiet.wait_quiet()
-            with trio.move_on_at(self.policy.due_at(quiet_since)):
+            policy = self.policy
+            with trio.move_on_at(policy.due_at(quiet_since)):
                 await self.quiet.wait_busy()
                 continue  # somebody spoke: start over
             self.handle("progress_due")
             while self.quiet.since == quiet_since and self.gate.holds("progress"):
                 await self.quiet.changed()  # the model is on it
             if self.quiet.since == quiet_since:
-                with trio.move_on_after(self.policy.retry_s):
+                with trio.move_on_after(policy.retry_s):
                     await self.quiet.wait_busy()
 
     async def _query_log_ticker(self, fan: FanOut, every_s: float = 10.0) -> None:

@@ -2,7 +2,10 @@
 
 - the *reader* always drains ``get_message()`` (never blocked by tools: they run in their own
   tasks), parses each message and hands the typed event to the call through a channel;
-- the *writer* sends what the call queued, in order (``session.update`` first);
+- the *writer* sends what the call queued, in order (``session.update`` first). Backpressure is
+  explicit: ``send()`` never blocks and never fails; control events are never dropped; caller
+  audio that waited longer than ``max_audio_lag_s`` for a slow link is dropped when its turn
+  comes (counted in ``dropped_audio``): the model must hear the caller now, not twenty seconds ago;
 - the *pinger* sends a WebSocket ping every ``ping_interval_s`` and declares the link dead when
   the pong misses its deadline (trio-websocket's ``ping()`` itself would wait forever). While the
   call is ``watching`` the link (a query runs, or we wait for the model to speak), it also probes:
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import ssl
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -30,6 +34,7 @@ from trio_websocket import (
     WebSocketConnection,
     wrap_client_stream,
 )
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from mikrovoice.logs import event
 from mikrovoice.net import Dialer, open_tcp
@@ -47,10 +52,15 @@ log = logging.getLogger("mikrovoice.realtime")
 MAX_MESSAGE = 16 * 1024 * 1024
 
 
+#: Handshake refusals a reconnect cannot cure: bad request, key, billing, region, model access.
+FATAL_HANDSHAKE_STATUSES = frozenset({400, 401, 402, 403, 404})
+
+
 @dataclass(frozen=True)
 class LinkClosed:
     reason: str
     by_us: bool  # we closed it (the call ended), as opposed to a drop
+    fatal: bool = False  # reconnecting cannot help (e.g. HTTP 401 invalid_api_key)
 
 
 class RealtimeLink:
@@ -62,7 +72,7 @@ class RealtimeLink:
         ping_interval_s: float = 15.0,
         pong_timeout_s: float = 10.0,
         connect_timeout_s: float = 10.0,
-        outgoing_capacity: int = 1000,
+        max_audio_lag_s: float = 1.0,
         dial: Dialer = open_tcp,
         ssl_context: ssl.SSLContext | None = None,
         liveness_s: float = 1.0,
@@ -80,8 +90,12 @@ class RealtimeLink:
         self._watch_changed = trio.Event()
         self._last_heard = 0.0
         self.connect_timeout_s = connect_timeout_s
-        self._out_send, self._out_recv = trio.open_memory_channel[str](outgoing_capacity)
+        self.max_audio_lag_s = max_audio_lag_s
+        #: (queued at, for audio; None for control events, which are never dropped), JSON text
+        self._outbox: deque[tuple[float | None, str]] = deque()
+        self._outbox_ready = trio.Event()
         self.dropped_audio = 0
+        self.sent_events = 0
         self._serve_scope: trio.CancelScope | None = None
         self._finished = trio.Event()
 
@@ -103,14 +117,14 @@ class RealtimeLink:
             self._watch_changed = trio.Event()
 
     def send(self, client_event: JSON) -> None:
-        """Queue one client event; never blocks. Audio is dropped (and counted) if the link stalls."""
-        try:
-            self._out_send.send_nowait(encode_client_event(client_event))
-        except trio.WouldBlock:
-            if client_event["type"] == "input_audio_buffer.append":
-                self.dropped_audio += 1
-                return
-            raise
+        """Queue one client event; never blocks, never fails. Stale audio is dropped at send time."""
+        audio = client_event["type"] == "input_audio_buffer.append"
+        self._outbox.append((trio.current_time() if audio else None, encode_client_event(client_event)))
+        self._outbox_ready.set()
+
+    @property
+    def queued(self) -> int:
+        return len(self._outbox)
 
     async def run(
         self,
@@ -152,9 +166,15 @@ class RealtimeLink:
         except* ConnectionRejected as group:
             rejected = _first(group)
             assert isinstance(rejected, ConnectionRejected)
-            closed = LinkClosed(_rejection(self._redacted_url(), rejected), by_us=False)
+            closed = LinkClosed(_rejection(self._redacted_url(), rejected), by_us=False,
+                                fatal=rejected.status_code in FATAL_HANDSHAKE_STATUSES)
         except* HandshakeError as group:
             closed = LinkClosed(f"WebSocket handshake with {self._redacted_url()} failed: {_first(group)!r}", by_us=False)
+        except* (LocalProtocolError, RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError) as group:
+            # trio-websocket's own reader can fail on a peer that misbehaves while we close (e.g. a
+            # ping in LOCAL_CLOSING: "Pong cannot be sent"): the link is over, not the call.
+            if closed is None or closed.by_us:
+                closed = LinkClosed(f"WebSocket protocol failure: {_first(group)!r}", by_us=closed is not None)
         finally:
             # The library leaves the stream open when the handshake fails or times out.
             with trio.CancelScope(shield=True):
@@ -205,12 +225,20 @@ class RealtimeLink:
                 await events.send(parsed)
 
         async def writer() -> None:
-            async for text in self._out_recv:
+            while True:
+                while not self._outbox:
+                    self._outbox_ready = trio.Event()
+                    await self._outbox_ready.wait()
+                queued_at, text = self._outbox.popleft()
+                if queued_at is not None and trio.current_time() - queued_at > self.max_audio_lag_s:
+                    self.dropped_audio += 1
+                    continue
                 try:
                     await ws.send_message(text)
                 except ConnectionClosed as exc:
                     outcome.append(LinkClosed(f"closed while sending: {exc.reason}", by_us=False))
                     return
+                self.sent_events += 1
 
         async def pinger() -> None:
             self._last_heard = next_ping = trio.current_time()

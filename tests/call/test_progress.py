@@ -12,13 +12,20 @@ def test_the_update_is_asked_for_the_models_latency_before_the_silence_is_reache
 
 def test_counts_separate_answered_from_failed() -> None:
     phrases = Phrases()
-    assert ProgressPolicy.phrase(phrases, 4, 0, 5, ["26.1"]) == "Sigo consultando: 4 de 5 routers ya respondieron."
+    assert ProgressPolicy.phrase(phrases, 4, 0, 5, ["26.1"]) == (
+        "Sigo consultando: 4 de 5 routers ya respondieron. Faltan 26.1.")
     assert ProgressPolicy.phrase(phrases, 2, 2, 5, ["26.1"]) == (
-        "Sigo consultando: 2 de 5 routers ya respondieron. 2 no se pudieron consultar.")
+        "Sigo consultando: 2 de 5 routers ya respondieron. 2 no se pudieron consultar. Faltan 26.1.")
     assert ProgressPolicy.phrase(phrases, 0, 0, 1, ["26.1"]) == "Sigo consultando el router 26.1; todavía no responde."
 
 
 def test_operator_phrases_may_use_every_field_and_the_old_done_name() -> None:
     phrases = Phrases(progress_many="Van {done}/{total} ({answered} ok, {failed} mal, {pending} en curso).")
     assert ProgressPolicy.phrase(phrases, 3, 1, 6, ["a", "b"]) == (
-        "Van 3/6 (3 ok, 1 mal, 2 en curso). 1 no se pudieron consultar.")
+        "Van 3/6 (3 ok, 1 mal, 2 en curso). 1 no se pudieron consultar. Faltan a y b.")
+
+
+def test_a_few_missing_routers_are_named_many_are_not() -> None:
+    phrases = Phrases()
+    assert ProgressPolicy.phrase(phrases, 9, 0, 12, ["26.1", "46.3", "7.1"]).endswith("Faltan 26.1, 46.3 y 7.1.")
+    assert "Faltan" not in ProgressPolicy.phrase(phrases, 8, 0, 12, ["26.1", "46.3", "7.1", "9.9"])

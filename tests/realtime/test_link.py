@@ -1,15 +1,18 @@
 """RealtimeLink against small WebSocket servers: garbage is skipped, a dead peer is detected by the ping deadline."""
 
+import contextlib
+import json
 import logging
 from functools import partial
 
 import pytest
 import trio
 import trio.testing
-from trio_websocket import WebSocketRequest, serve_websocket, wrap_server_stream
+from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket, wrap_server_stream
 
 from mikrovoice.realtime import protocol as rt
 from mikrovoice.realtime.link import RealtimeLink
+from mikrovoice.sim.realtime import ModelFaults, SimModelConfig, serve_model
 from mikrovoice.simulation.network import MemoryNetwork
 
 
@@ -141,3 +144,60 @@ async def test_while_watched_a_silent_server_is_found_within_two_seconds(autojum
     # Probes every second of server silence answered until 30 s; then one probe unanswered for 1 s.
     assert closed.reason == "no pong within 1 s: link dead"
     assert 31.0 <= trio.current_time() <= 32.0 + 1e-6
+
+
+async def test_a_ping_that_arrives_while_we_close_ends_the_link_not_the_call(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A server that stops answering our pings but keeps pinging us: we declare the link dead and
+    # close; its next ping arrives in LOCAL_CLOSING and trio-websocket's pong is refused by wsproto
+    # ("Pong cannot be sent in state LOCAL_CLOSING"). That error escaped RealtimeLink.run() and
+    # crashed the call; it must end the link with a reason instead.
+    config = SimModelConfig(api_key="sk-x", faults=ModelFaults(deaf_pings_after_s=0.0), ping_interval_s=0.5)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(serve_model, "127.0.0.1", 0, config)
+        link = RealtimeLink(f"ws://127.0.0.1:{server.port}/v1/realtime?model=gpt-realtime-2.1", "sk-x",
+                            ping_interval_s=1.0, pong_timeout_s=1.0)
+        send, receive = trio.open_memory_channel[rt.ServerEvent](100)
+        nursery.start_soon(_drain, receive)
+        closed = await link.run(send)
+        nursery.cancel_scope.cancel()
+    assert not closed.by_us and ("pong" in closed.reason.lower() or "protocol" in closed.reason.lower())
+
+
+async def _drain(receive: trio.MemoryReceiveChannel[rt.ServerEvent]) -> None:
+    async for _ in receive:
+        pass
+
+
+async def test_stale_caller_audio_is_dropped_and_counted_control_events_never(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    received: list[str] = []
+
+    async def handler(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                received.append(str(await ws.get_message()))
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
+        link = RealtimeLink(f"ws://127.0.0.1:{server.port}/v1/realtime", "sk-x", max_audio_lag_s=1.0)
+        for _ in range(3):
+            link.send(rt.client_append_audio(b"\xff" * 800))  # queued while no link could take them
+        link.send(rt.client_truncate("item_1", 100))
+        for _ in range(2000):  # far more control events than any queue bound: never refused, never lost
+            link.send(rt.client_system_note("nota"))
+        await trio.sleep(1.5)  # the link stalls 1.5 s: that audio is stale now
+        link.send(rt.client_append_audio(b"\x7f" * 800))  # fresh
+        send, _receive = trio.open_memory_channel[rt.ServerEvent](10)
+        nursery.start_soon(link.run, send)
+        while len(received) < 2002:
+            await trio.sleep(0.01)
+        await link.aclose()
+        nursery.cancel_scope.cancel()
+    kinds = [json.loads(m)["type"] for m in received]
+    assert link.dropped_audio == 3
+    assert kinds[0] == "conversation.item.truncate" and kinds.count("conversation.item.create") == 2000
+    assert kinds[-1] == "input_audio_buffer.append"  # the fresh one, in order
