@@ -86,8 +86,14 @@ class SpeakProgress:
 
 @dataclass(frozen=True)
 class SayReconnected:
-    """Back after a drop with nothing running: whatever the caller said meanwhile was lost, so
-    the assistant says so and asks them to repeat."""
+    """Back after a drop longer than the caller audio the session keeps, with nothing running:
+    what the caller said meanwhile was lost, so the assistant says so and asks them to repeat."""
+
+
+@dataclass(frozen=True)
+class AnswerTurn:
+    """Back after a drop: the caller's last words reached the conversation (as text, replayed)
+    but no answer did; ask the new session for one."""
 
 
 @dataclass(frozen=True)
@@ -145,13 +151,15 @@ class EndCall:
 
 Command = (
     Greet | StartQuery | RefuseToolCall | SpeakPreamble | SpeakProgress | PlayHold | DeliverResult | AskReport
-    | CancelQuery | SayReconnected
+    | CancelQuery | SayReconnected | AnswerTurn
     | Reconnect | Recycle | SayFarewell | EndCall
 )
 
 #: Every event the call's tasks can raise.
 EVENTS = (
-    "link_up",  # a model session is configured (session.updated checked): first, after a reconnect or a recycle
+    "link_up",  # a model session is configured (session.updated checked): first, after a reconnect or a recycle;
+    # audio_lost=True: the caller's audio of the gap could not all be replayed to it;
+    # turn_unanswered=True: the caller's last turn is in the replay as text, with no answer
     "greeting_done",  # the greeting response is done
     "turn_done",  # a response server VAD started (the model answering the caller) is done; spoke=False: silent
     "tool_called",  # the model completed a function_call item
@@ -215,6 +223,7 @@ class CallMachine(StateChart):  # type: ignore[type-arg]  # the model is the cha
             link_up = (
                 greeting.to(None, on="greet")
                 | listening.to(None, cond="back_after_drop", on="say_reconnected")
+                | listening.to(None, cond="turn_unanswered", on="answer_turn")
                 | announcing.to(reporting, cond="result_ready")
                 | announcing.to(querying)
                 | reporting.to(None, on="ask_report")
@@ -310,6 +319,8 @@ class CallMachine(StateChart):  # type: ignore[type-arg]  # the model is the cha
         """Comfort audio fills the silences while the caller waits for us (never over speech:
         the playout only plays it when nobody speaks)."""
         active = self._active
+        if "greeting" in active:  # a caller waiting for a model that is not there yet
+            return not self.link_is_up()
         return bool(active & {"announcing", "querying", "reporting", "reconnecting", "recycling"})
 
     def handle(self, event: str, **data: Any) -> bool:
@@ -342,8 +353,13 @@ class CallMachine(StateChart):  # type: ignore[type-arg]  # the model is the cha
     def may_reconnect(self) -> bool:
         return self.reconnects < self.max_reconnects
 
-    def back_after_drop(self) -> bool:
-        return self._dropped
+    def back_after_drop(self, audio_lost: bool = False) -> bool:
+        """Back after a drop, and the caller may have said something the new session cannot hear
+        (the session replays the caller's recent audio; ``audio_lost``: the gap was longer)."""
+        return self._dropped and audio_lost
+
+    def turn_unanswered(self, turn_unanswered: bool = False) -> bool:
+        return self._dropped and turn_unanswered
 
     def link_is_up(self) -> bool:
         return "up" in self._active
@@ -399,6 +415,9 @@ class CallMachine(StateChart):  # type: ignore[type-arg]  # the model is the cha
     def say_reconnected(self) -> None:
         self.outbox.append(SayReconnected())
 
+    def answer_turn(self) -> None:
+        self.outbox.append(AnswerTurn())
+
     def play_hold(self) -> None:
         self.hold_prompts += 1
         self.outbox.append(PlayHold())
@@ -427,6 +446,8 @@ class CallMachine(StateChart):  # type: ignore[type-arg]  # the model is the cha
     def on_enter_reconnecting(self, reason: str = "") -> None:
         self._dropped = True
         self.reconnect(reason)
+        if self._active & {"announcing", "querying"}:
+            self.play_hold()  # a caller waiting for a query hears at once why nothing is said
 
     def reconnect(self, reason: str = "") -> None:
         self.reconnects += 1

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ import trio
 
 from mikrovoice.call.comfort import ComfortAudio
 from mikrovoice.call.machine import (
+    AnswerTurn,
     AskReport,
     CallMachine,
     CallMachineError,
@@ -90,6 +92,11 @@ _DONE_EVENTS = {"greeting": "greeting_done", "progress": "progress_done", "pream
                 "report": "report_done"}
 #: A response refused for a rate limit is asked for again after this (others: the policy's retry_s).
 RATE_LIMIT_RETRY_S = 2.0
+#: Caller audio kept to be heard again by a new model session after a drop.
+CALLER_AUDIO_KEPT_S = 10.0
+#: A turn's audio starts this long before the server's speech_started reaches us (its VAD prefix
+#: padding, our chunking, the network).
+TURN_LEAD_S = 1.0
 #: How often a session due for recycling looks for a quiet moment.
 RECYCLE_POLL_S = 1.0
 _FAREWELL_ITEM = "prompt:model_unavailable"
@@ -185,6 +192,12 @@ class CallSession:
         self._created_at: dict[str, float] = {}  # response kind -> when one of that kind last started
         self._we_hang_up = False
         self._hold_items = 0
+        self._caller_audio: deque[tuple[float, bytes]] = deque()  # (sent at, mu-law chunk)
+        self._turn_open_since: float | None = None  # the caller began a turn no response has answered yet
+        self._link_lost_at: float | None = None
+        self._audio_lost = False  # the caller audio of the last gap was more than we keep
+        self._caller_turn_ended_at: float | None = None  # the caller's last turn ended (speech_stopped)
+        self._answered_at: float | None = None  # a response completed, or a tool was called
 
     def _new_gate(self) -> rt.ResponseGate:
         # A response the server starts by itself after our function_call_output sees the result:
@@ -307,7 +320,12 @@ class CallSession:
             replay = self.conversation.replay()
             for item in replay:
                 link.send(item)
-            event(log, "model.replay", items=len(replay))
+            audio = self._unheard_caller_audio()
+            self._audio_lost = self._caller_audio_gap_s() > CALLER_AUDIO_KEPT_S
+            for chunk in audio:
+                link.send(rt.client_append_audio(chunk))
+            event(log, "model.replay", items=len(replay), caller_audio_s=round(len(audio) * self.feed.chunk_s, 1))
+        self._link_lost_at = None
         events_send, events_recv = trio.open_memory_channel[rt.ServerEvent](256)
         self._link_nursery.start_soon(self._run_link, link, events_send)
         self.nursery.start_soon(self._model_events, link, events_recv)
@@ -326,10 +344,14 @@ class CallSession:
         if link is not self.link or self.machine.is_terminated:
             return  # retired on purpose (reconnect, recycle, the call's end)
         self.record.dropped_audio_chunks += link.dropped_audio
-        self._link_lost(closed)
+        self._link_lost(closed, last_heard=link.last_heard)
 
-    def _link_lost(self, closed: LinkClosed) -> None:
+    def _link_lost(self, closed: LinkClosed, last_heard: float | None = None) -> None:
         now = trio.current_time()
+        # The caller's audio since the server last gave a sign of life may never have been
+        # processed: the new session hears it again (see _unheard_caller_audio).
+        lost_at = min(now, last_heard) if last_heard is not None else now
+        self._link_lost_at = lost_at if self._link_lost_at is None else min(self._link_lost_at, lost_at)
         self.record.model_link_drop = closed.reason
         self.record.model_link_drops.append((now, closed.reason))
         self.link = None
@@ -358,7 +380,11 @@ class CallSession:
         if self.record.model_connected_at is None:
             self.record.model_connected_at = self._link_up_at
         self._refusals_in_a_row = 0
-        self.handle("link_up")
+        stopped, answered = self._caller_turn_ended_at, self._answered_at
+        unanswered = (self._turn_open_since is None and stopped is not None
+                      and (answered is None or answered < stopped))
+        self.handle("link_up", audio_lost=self._audio_lost, turn_unanswered=unanswered)
+        self._audio_lost = False
         self._deliver_pending()
 
     # ------------------------------------------------------------------ the one place events go
@@ -405,11 +431,14 @@ class CallSession:
                       total=fan.total)
                 instructions = phrases.progress_instructions.format(phrase=phrase)
                 self._request_response("progress", instructions, tool_choice="none")
+            elif isinstance(command, AnswerTurn):
+                event(log, "model.answer_replayed_turn")
+                self._request_response("turn")
             elif isinstance(command, SayReconnected):
                 instructions = phrases.say_instructions.format(phrase=phrases.reconnected)
                 self._request_response("reconnected", instructions, tool_choice="none")
             elif isinstance(command, PlayHold):
-                if self.prompts.connection_hold and not self.playout.speaking:
+                if self.prompts.connection_hold and not self.playout.speaking and not self.caller_speaking:
                     event(log, "query.hold_prompt", prompt=phrases.connection_hold)
                     self._hold_items += 1
                     item = f"{_HOLD_ITEM}:{self._hold_items}"
@@ -433,6 +462,7 @@ class CallSession:
                 event(log, "model.reconnect", attempt=command.attempt, delay_s=command.delay_s, reason=command.reason)
                 self._retire_link()
                 self._session_checked = False
+                self.gate = self._new_gate()  # what we asked of the dead session is void
                 self.nursery.start_soon(self._reconnect_after, command.delay_s)
             elif isinstance(command, Recycle):
                 age = trio.current_time() - (self._link_up_at or 0.0)
@@ -457,6 +487,28 @@ class CallSession:
         """To the model session that is up; while none is, the machine asks again on ``link_up``."""
         if self.link is not None and self._session_checked:
             self.link.send(client_event)
+
+    def _send_caller_audio(self, chunk: bytes) -> None:
+        """To the model; also kept for a few seconds, so that a new session after a drop hears
+        what the caller was saying when the old one died, and what they said meanwhile."""
+        now = trio.current_time()
+        self._caller_audio.append((now, chunk))
+        while self._caller_audio and self._caller_audio[0][0] < now - CALLER_AUDIO_KEPT_S:
+            self._caller_audio.popleft()
+        self._send_model(rt.client_append_audio(chunk))
+
+    def _caller_audio_gap_s(self) -> float:
+        starts = [t for t in (self._turn_open_since, self._link_lost_at) if t is not None]
+        return trio.current_time() - min(starts) if starts else 0.0
+
+    def _unheard_caller_audio(self) -> list[bytes]:
+        """The caller's audio the model may not have heard whole: since the caller's unanswered
+        turn began (or since the link dropped, if later nothing was open)."""
+        starts = [t for t in (self._turn_open_since, self._link_lost_at) if t is not None]
+        if not starts:
+            return []
+        since = min(starts)
+        return [chunk for at, chunk in self._caller_audio if at >= since]
 
     def _send_tool_output(self, call_id: str, output: dict[str, Any]) -> None:
         text = json.dumps(output, ensure_ascii=False)
@@ -559,7 +611,9 @@ class CallSession:
         state = self.machine.state
         self.playout.comfort_on = self.machine.wants_comfort and not self.caller_speaking and state != "farewell"
         if self.link is not None:
-            self.link.watching = state in ("announcing", "querying") or self.gate.waiting
+            # Always watched: a dead server is found within two seconds, whatever the call is
+            # doing (a probe costs one ping after a second without a byte from the server).
+            self.link.watching = True
         self.quiet.poke()
 
     # ------------------------------------------------------------------ tasks
@@ -578,7 +632,7 @@ class CallSession:
                     self.handle("abort", reason="AudioSocket audio is not 8 kHz slin")
                     return
                 for chunk in self.feed.caller_audio(g711.slin_to_ulaw(message.payload), trio.current_time()):
-                    self._send_model(rt.client_append_audio(chunk))
+                    self._send_caller_audio(chunk)
             elif isinstance(message, Hangup):
                 self.handle("hangup", reason="caller hung up")
                 return
@@ -592,7 +646,7 @@ class CallSession:
         while True:
             await trio.sleep_until(self.feed.next_due())
             for chunk in self.feed.tick(trio.current_time()):
-                self._send_model(rt.client_append_audio(chunk))
+                self._send_caller_audio(chunk)
 
     async def _recycle_clock(self) -> None:
         """OpenAI ends a session at 60 minutes: past ``session_recycle_s``, offer ``recycle_due``
@@ -627,6 +681,7 @@ class CallSession:
             self.playout.enqueue(e.item_id, g711.ulaw_to_slin(e.audio))
         elif isinstance(e, rt.ResponseCreated):
             self._refusals_in_a_row = 0
+
             self._send_gated(self.gate.on_created(e))
             kind = self.gate.kind_of(e.response_id) or e.metadata.get("kind", "turn")
             self.responses[e.response_id] = kind
@@ -638,6 +693,9 @@ class CallSession:
         elif isinstance(e, rt.FunctionCall):
             self._on_function_call(e)
         elif isinstance(e, rt.ResponseDone):
+            if e.status == "completed" and not self.caller_speaking:
+                self._turn_open_since = None  # answered
+                self._answered_at = trio.current_time()
             for call in e.function_calls:  # normally already seen in response.output_item.done
                 self._on_function_call(call)
             kind = self.gate.kind_of(e.response_id) or self.responses.get(e.response_id, "turn")
@@ -658,6 +716,8 @@ class CallSession:
                 self.handle(done)
         elif isinstance(e, rt.SpeechStarted):
             self.caller_speaking = True
+            if self._turn_open_since is None:
+                self._turn_open_since = trio.current_time() - TURN_LEAD_S
             self.playout.comfort_on = False  # at once, before anything else
             for truncation in self.playout.flush():
                 event(log, "call.barge_in", item=truncation.item_id, heard_ms=truncation.played_ms)
@@ -668,10 +728,12 @@ class CallSession:
             self._send_gated(self.gate.hold(True))
         elif isinstance(e, rt.SpeechStopped):
             self.caller_speaking = False
+            self._caller_turn_ended_at = trio.current_time()
             self._send_gated(self.gate.hold(False))
         elif isinstance(e, rt.ItemAdded):
             self._send_gated(self.gate.on_item_added(e))
         elif isinstance(e, rt.InputTranscript):
+            self._turn_open_since = None  # the ledger has the caller's words now
             self.conversation.user_said(e.item_id, e.transcript)
             event(log, "caller.said", text=e.transcript)
         elif isinstance(e, rt.ServerError):
@@ -703,6 +765,8 @@ class CallSession:
         if e.call_id in self.handled_calls:
             return
         self.handled_calls.add(e.call_id)
+        self._turn_open_since = None  # the caller's turn is answered by this call (in the ledger)
+        self._answered_at = trio.current_time()
         self.conversation.function_called(e.call_id, e.name, e.arguments)
         call = self.tools.parse_call(e.call_id, e.name, e.arguments)
         self.record.tool_calls.append(ToolCallRecord(e.call_id, e.name, e.arguments, trio.current_time(),

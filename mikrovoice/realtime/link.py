@@ -123,6 +123,11 @@ class RealtimeLink:
         self._outbox_ready.set()
 
     @property
+    def last_heard(self) -> float:
+        """When the server last sent us anything (a message or a pong)."""
+        return self._last_heard
+
+    @property
     def queued(self) -> int:
         return len(self._outbox)
 

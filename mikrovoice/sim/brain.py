@@ -62,6 +62,10 @@ UNREADABLE_OUTPUT = "La herramienta devolvió algo que no entiendo."
 STILL_QUERYING = "Sí, sigo consultando."
 RESUME_PREFIX = "Como te decía: "
 HOW_CAN_I_HELP = "¿En qué te puedo ayudar?"
+#: The caller asked to drop the running query ("olvídalo", "cancela"): the model calls cancelar_consulta.
+CANCELLING = "Listo, cancelo la consulta."
+CANCELLED = "Consulta cancelada. ¿Necesitas algo más?"
+_CANCEL_WORDS = re.compile(r"\b(olvidalo|olvida eso|cancela|cancelala|ya no la necesito)\b")
 GO_AHEAD = "Dime, ¿qué quieres consultar?"
 
 #: Words that acknowledge without asking (accents, case and punctuation removed).
@@ -246,6 +250,8 @@ class ScriptedModel:
 
     def _question(self, user_text: str, call_pending: bool) -> Turn:
         text = _plain(user_text)
+        if call_pending and _CANCEL_WORDS.search(text):
+            return Turn(CANCELLING, ("cancelar_consulta", {}))
         if call_pending:
             return Turn(WAITING)
         if "dispositivo" in text and "activ" in text:
@@ -286,6 +292,8 @@ class ScriptedModel:
     def _report(self, name: str, output: dict[str, Any]) -> str:
         if "error" in output:
             return f"No pude hacer esa consulta: {output['error']}."
+        if name == "cancelar_consulta":
+            return CANCELLED
         if name == "dispositivos_activos":
             names = [d.get("nombre") or d.get("ip") for d in (output.get("dispositivos") or [])[:3]]
             return (

@@ -17,7 +17,7 @@ from mikrovoice.routeros.commands import CommandNotAllowed, check_allowed
 from mikrovoice.routeros.protocol import Request, RouterOSProtocolError
 from mikrovoice.sim import brain
 from mikrovoice.sim.asterisk import Heard
-from mikrovoice.simulation.report import apology_regex, progress_regex
+from mikrovoice.simulation.report import apology_regex, longest_silence, progress_regex
 from mikrovoice.simulation.world import CallObservation
 
 #: The allowance on top of ``progress_silence_s`` for the model to start speaking.
@@ -27,6 +27,10 @@ PROGRESS_SLACK_S = 1.5
 ANSWER_SLACK_S = 30.0
 #: Words a router may receive besides the read-only allowlist: the API's own session commands.
 SESSION_COMMANDS = frozenset({"/login", "/cancel", "/quit"})
+#: The most dead air (no sound at all: no speech, no comfort audio) a caller may hear while a query runs.
+DEAD_AIR_S = 2.0
+#: One 20 ms frame either side: the caller measures in frames.
+FRAME_SLACK_S = 0.04
 #: Timing margin when judging whether a router should have answered before a deadline.
 DEADLINE_MARGIN_S = 1.0
 
@@ -117,22 +121,6 @@ def speech_spans(obs: CallObservation) -> list[tuple[float, float]]:
     return sorted(spans)
 
 
-def longest_silence(spans: list[tuple[float, float]], start: float, end: float) -> tuple[float, float]:
-    """The longest stretch of [start, end] covered by no span: (its length, where it starts)."""
-    mark, longest, where = start, 0.0, start
-    for s, e in spans:
-        if e <= mark:
-            continue
-        if s >= end:
-            break
-        if s - mark > longest:
-            longest, where = s - mark, mark
-        mark = max(mark, e)
-    if end - mark > longest:
-        longest, where = end - mark, mark
-    return longest, where
-
-
 def query_windows(obs: CallObservation) -> list[tuple[str, float, float]]:
     """(tool, start, end) of each query, cut at the moment the caller left the line."""
     if obs.record is None:
@@ -147,15 +135,47 @@ def query_windows(obs: CallObservation) -> list[tuple[str, float, float]]:
 
 
 def progress_cadence(obs: CallObservation) -> list[str]:
-    bound = obs.settings.progress_silence_s + PROGRESS_SLACK_S
     spans = speech_spans(obs)
     problems = []
     for tool, start, end in query_windows(obs):
+        silence = obs.settings.progress_silence_by_tool.get(tool, obs.settings.progress_silence_s)
+        bound = silence + PROGRESS_SLACK_S
         longest, where = longest_silence(spans, start, end)
         if longest > bound + 1e-6:
             problems.append(f"during the {tool} query the caller heard {longest:.2f} s without speech "
                             f"from {obs.t(where):.2f} s (allowed: {bound:g} s)")
     return problems
+
+
+def comfort_fills(obs: CallObservation) -> list[str]:
+    """While a query runs the caller never hears more than ``DEAD_AIR_S`` without sound (comfort
+    audio, speech or a prompt; silence below the comfort level is dead air). The caller's own
+    speech is not dead air."""
+    if obs.settings.comfort_audio == "off":
+        return []
+    spans = sorted([*obs.caller.sound, *((s.start, s.end) for s in obs.caller.spoken)])
+    problems = []
+    for tool, start, end in query_windows(obs):
+        longest, where = longest_silence(spans, start, end)
+        if longest > DEAD_AIR_S + FRAME_SLACK_S:
+            problems.append(f"during the {tool} query the caller heard {longest:.2f} s of dead air "
+                            f"from {obs.t(where):.2f} s (allowed: {DEAD_AIR_S:g} s)")
+    return problems
+
+
+def result_once(obs: CallObservation) -> list[str]:
+    """A query's result is spoken once: never more answers heard (whole, not cut by the caller)
+    than queries that finished."""
+    if obs.record is None:
+        return []
+    finished = sum(1 for q in obs.record.queries if not q.cancelled and q.ended_at is not None)
+    answers = [h for h in obs.caller.heard
+               if (brain.ANSWER_SFP.search(h.text) or brain.ANSWER_DEVICES.search(h.text))
+               and not any(s.start < h.end and s.end > h.start for s in obs.caller.spoken)]
+    if len(answers) > finished:
+        return [f"the caller heard {len(answers)} answers for {finished} finished quer{'y' if finished == 1 else 'ies'}: "
+                + "; ".join(f"{obs.t(h.start):.2f} s «{h.text[:50]}»" for h in answers)]
+    return []
 
 
 def _answers_for(kind: str) -> re.Pattern[str]:
@@ -326,6 +346,9 @@ INVARIANTS: tuple[Invariant, ...] = (
     Invariant("query_bounded", "no query outlives its deadline or the call", query_bounded),
     Invariant("progress_cadence", "while a query runs the caller never hears more than progress_silence_s + 1.5 s "
               "without speech", progress_cadence),
+    Invariant("comfort_fills", "while a query runs the caller never hears more than 2 s of dead air (silence "
+              "below the comfort level)", comfort_fills),
+    Invariant("result_once", "a query's result is spoken once, never twice (also across reconnects)", result_once),
     Invariant("answered_or_told", "every question is answered, or the caller hears why not — never silence",
               answered_or_told),
     Invariant("progress_consistent", "progress counts never contradict each other or the final answer",

@@ -128,3 +128,19 @@ def apology_regex(phrases: Phrases) -> re.Pattern[str]:
 
 def _progress_one(phrases: Phrases) -> re.Pattern[str]:
     return re.compile(re.sub(r"\\\{[a-z_]+\\\}", ".+", re.escape(phrases.progress_one)), re.IGNORECASE)
+
+
+def longest_silence(spans: list[tuple[float, float]], start: float, end: float) -> tuple[float, float]:
+    """The longest stretch of [start, end] covered by no span: (its length, where it starts)."""
+    mark, longest, where = start, 0.0, start
+    for s, e in spans:
+        if e <= mark:
+            continue
+        if s >= end:
+            break
+        if s - mark > longest:
+            longest, where = s - mark, mark
+        mark = max(mark, e)
+    if end - mark > longest:
+        longest, where = end - mark, mark
+    return longest, where

@@ -44,6 +44,7 @@ class Ask:
     routers: tuple[str, ...] = ()  # devices / unknown_router: one name; sfp_some: one or more
     variant: int = 0  # which wording (nonsense questions)
     patience_s: float = 180.0  # how long the caller waits for an answer before moving on
+    pause_s: float = 0.0  # the caller is silent this long before asking (a long call)
 
     def text(self) -> str:
         if self.kind in ("devices", "unknown_router"):
@@ -143,6 +144,22 @@ def describe_model(faults: ModelFaults) -> list[str]:
         parts.append(f"the model answers the {which} response.create with server_error{echo}")
     if faults.spurious_error_after_s is not None:
         parts.append(f"the model sends an unprompted error at {faults.spurious_error_after_s:g} s")
+    if faults.drop_on is not None:
+        kind, n = faults.drop_on
+        parts.append(f"the model link drops at the {_ordinal(n)} {kind}")
+    if faults.deaf_pings_after_s is not None:
+        parts.append(f"the model stops answering pings at {faults.deaf_pings_after_s:g} s")
+    if faults.refuse_every_session_update:
+        parts.append("the model refuses every session.update")
+    elif faults.refuse_session_updates:
+        which = ", ".join(_ordinal(n) for n in sorted(faults.refuse_session_updates))
+        parts.append(f"the model refuses the {which} session.update")
+    for at, code in faults.errors_at:
+        parts.append(f"the model sends error {code} at {at:g} s")
+    if faults.expire_after_s is not None:
+        parts.append(f"the model session expires at {faults.expire_after_s:g} s")
+    if faults.respond_after_output:
+        parts.append("the model starts a response by itself after each tool output")
     return parts
 
 
@@ -160,9 +177,13 @@ class Scenario:
     routers: tuple[RouterBehaviour, ...] = ()
     model: ModelFaults = field(default_factory=ModelFaults)  # the simulator's own fault model
     seed: int = 0  # call id and the routers' data
+    #: The model's faults apply to this many model sessions in a row (the first, then each
+    #: reconnect); later sessions have ``model_after``'s (healthy by default).
+    model_fault_sessions: int = 1
+    model_after: ModelFaults = field(default_factory=ModelFaults)
 
     def script(self) -> CallerScript:
-        questions = tuple(Question(a.text(), _any_reply(a), a.patience_s) for a in self.asks)
+        questions = tuple(Question(a.text(), _any_reply(a), a.patience_s, a.pause_s) for a in self.asks)
         interjections = []
         for item in self.interjections:
             if isinstance(item, Backchannel):
@@ -186,7 +207,13 @@ class Scenario:
         for item in self.interjections:
             parts.append(_interjection_story(item))
         parts += [d for d in (r.describe() for r in self.routers) if d]
-        parts += describe_model(self.model)
+        faults = describe_model(self.model)
+        if faults and self.model_fault_sessions > 1:
+            faults[-1] += f" (in {self.model_fault_sessions} sessions in a row)"
+        parts += faults
+        later = describe_model(self.model_after)
+        if later:
+            parts.append("then " + " and ".join(later))
         if self.hangup_at_s is not None and self.uuid_bytes is None:
             parts.append(f"caller hangs up at {self.hangup_at_s:g} s")
         return "; ".join(parts)
@@ -200,6 +227,8 @@ def _any_reply(ask: Ask) -> str:
 
 def _ask_story(ask: Ask) -> str:
     text = ask.describe()
+    if ask.pause_s:
+        text = f"after {ask.pause_s:g} s of silence, {text}"
     if ask.patience_s < 60:
         text += f" (waits at most {ask.patience_s:g} s)"
     return text

@@ -87,6 +87,18 @@ def model_behaviour(horizon_s: float) -> st.SearchStrategy[ModelFaults]:
         st.builds(lambda ks, echo: ModelFaults(refuse_creates=frozenset(ks), refusal_echoes_event_id=echo),
                   st.sets(st.integers(1, 8), min_size=1, max_size=3), st.booleans()),
         st.builds(lambda t: ModelFaults(spurious_error_after_s=t), at),
+        st.builds(lambda kind, n: ModelFaults(drop_on=(kind, n)),
+                  st.sampled_from(("response.done", "response.output_audio.delta", "response.create",
+                                   "conversation.item.create", "input_audio_buffer.speech_stopped")),
+                  st.integers(1, 4)),
+        st.builds(lambda t: ModelFaults(deaf_pings_after_s=t), at),
+        st.just(ModelFaults(refuse_every_session_update=True)),
+        st.builds(lambda t, code: ModelFaults(errors_at=((t, code),)), at,
+                  st.sampled_from(("rate_limit_exceeded", "server_error", "invalid_request_error",
+                                   "conversation_already_has_active_response", "insufficient_quota",
+                                   "some_future_error_code"))),
+        st.builds(lambda t: ModelFaults(expire_after_s=t), at),
+        st.just(ModelFaults(respond_after_output=True)),
     )
 
 
@@ -106,8 +118,11 @@ def scenarios(draw: st.DrawFn, settings: Settings) -> Scenario:
     routers = tuple(draw(router_behaviour(name, settings)) if name in reachable else RouterBehaviour(name)
                     for name in names)
     model = draw(model_behaviour(horizon))
+    # 1: the first reconnect finds a healthy model; more than reconnect_attempts: it never comes back.
+    fault_sessions = draw(st.integers(1, settings.reconnect_attempts + 2)) if model != ModelFaults() else 1
     seed = draw(st.integers(0, 2**16))
-    return Scenario(questions, interjections, silence, hangup, uuid_bytes, routers, model, seed)
+    return Scenario(questions, interjections, silence, hangup, uuid_bytes, routers, model, seed,
+                    model_fault_sessions=fault_sessions)
 
 
 def _reachable(questions: tuple[Ask, ...], names: tuple[str, ...]) -> set[str]:

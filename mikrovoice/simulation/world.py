@@ -13,8 +13,10 @@ deterministically.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
+import re
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -28,7 +30,7 @@ from mikrovoice.call.session import CallRecord
 from mikrovoice.config import RouterConfig, Settings
 from mikrovoice.logs import CallIdFilter
 from mikrovoice.service import CallService, ServiceStats
-from mikrovoice.sim import voice
+from mikrovoice.sim import brain, voice
 from mikrovoice.sim.asterisk import AsteriskCaller, CallReport
 from mikrovoice.sim.realtime import ModelLedger, SimModelConfig, serve_model_stream
 from mikrovoice.sim.routeros import SimRouter, make_router, serve_router_stream
@@ -153,14 +155,26 @@ async def _run(scenario: Scenario, settings: Settings, logs: list[LogLine]) -> C
             if config.name not in unreachable:
                 net.listen(config.host, config.port, partial(serve_router_stream, fleet[config.name]),
                            f"router {config.name}")
-        model_config = SimModelConfig(api_key=API_KEY, faults=scenario.model)
-        net.listen(MODEL_HOST, 80, partial(serve_model_stream, config=model_config, ledger=ledger), "model")
+        sessions = itertools.count()
+
+        async def serve_model(stream: trio.abc.Stream) -> None:
+            faulty = next(sessions) < scenario.model_fault_sessions
+            config = SimModelConfig(api_key=API_KEY, faults=scenario.model if faulty else scenario.model_after)
+            await serve_model_stream(stream, config=config, ledger=ledger)
+
+        net.listen(MODEL_HOST, 80, serve_model, "model")
         # In the simulated world every voice is the tone voice, the recorded prompt included.
-        prompts = Prompts(model_unavailable=voice.speak(settings.phrases.model_unavailable))
+        prompts = Prompts(model_unavailable=voice.speak(settings.phrases.model_unavailable),
+                          connection_hold=voice.speak(settings.phrases.connection_hold))
         service = CallService(settings, stats, dial=net.dial, prompts=prompts)
         net.listen(*settings.listen, service.handle, "mikrovoice")
 
-        caller = AsteriskCaller(scenario.script(), call_id=uuid.UUID(int=random.Random(scenario.seed).getrandbits(128),
+        # The caller repeats a question when the assistant says the line was cut, greets them only
+        # now (a model that came up late never heard it), or asks what they want (it heard only
+        # part of it): the first words suffice.
+        cues = (settings.phrases.reconnected[:30], settings.phrases.greeting[:30], brain.HOW_CAN_I_HELP)
+        script = replace(scenario.script(), repeat_cue="|".join(re.escape(c) for c in cues))
+        caller = AsteriskCaller(script, call_id=uuid.UUID(int=random.Random(scenario.seed).getrandbits(128),
                                                                       version=4), seed=scenario.seed)
         observation = CallObservation(scenario, settings, caller.report, None, ledger, fleet, net.connections, logs,
                                       started_at=trio.current_time())

@@ -13,6 +13,7 @@ from mikrovoice.call.machine import (
     CONVERSATION_STATES,
     EVENTS,
     LINK_STATES,
+    AnswerTurn,
     AskReport,
     CallMachine,
     CallMachineError,
@@ -157,7 +158,7 @@ TABLE: dict[tuple[str, str | None], dict[str, Outcome]] = {
         progress_due=IGNORED, progress_done=IGNORED,
         query_finished=("announcing", "up", []),  # kept until the announcement ends
         report_done=("querying", "up", []),
-        link_down=("announcing", "reconnecting", [FIRST_RECONNECT]),
+        link_down=("announcing", "reconnecting", [FIRST_RECONNECT, PlayHold()]),
         recycle_due=IGNORED,
     ),
     ("querying", "up"): _row(
@@ -169,7 +170,7 @@ TABLE: dict[tuple[str, str | None], dict[str, Outcome]] = {
         progress_done=IGNORED,
         query_finished=("reporting", "up", [DeliverResult(RESULT)]),
         report_done=IMPOSSIBLE,
-        link_down=("querying", "reconnecting", [FIRST_RECONNECT]),
+        link_down=("querying", "reconnecting", [FIRST_RECONNECT, PlayHold()]),
         recycle_due=IGNORED,
     ),
     ("reporting", "up"): _row(
@@ -194,8 +195,7 @@ TABLE: dict[tuple[str, str | None], dict[str, Outcome]] = {
     ),
     ("listening", "reconnecting"): _row(
         "listening", "reconnecting",
-        # what the caller said during the drop was lost: the assistant asks them to repeat
-        link_up=("listening", "up", [SayReconnected()]),
+        link_up=("listening", "up", []),  # the session replays the caller's audio of the gap
         greeting_done=IMPOSSIBLE,
         turn_done=IGNORED,
         tool_called=("announcing", "reconnecting", [StartQuery(CALL)]),
@@ -306,7 +306,7 @@ def test_the_machine_starts_in_greeting_and_connecting_and_waits_for_the_link() 
     m = CallMachine("start")
     assert configuration(m) == {"call", "conversation", "greeting", "link", "connecting"}
     assert m.take_commands() == [] and m.trace == ["greeting"] and m.link_trace == ["connecting"]
-    assert not m.wants_comfort
+    assert m.wants_comfort  # until the model session is up, the caller hears comfort audio
 
 
 @pytest.mark.parametrize("conversation, link", [config for config in PATHS if config[0] != "ended"])
@@ -479,7 +479,8 @@ def test_the_default_is_four_attempts() -> None:
     m = machine_in("querying", "up")
     for _ in range(4):
         m.handle("link_down", reason="drop")
-    assert m.link_state == "reconnecting" and len(m.take_commands()) == 4
+    # four attempts; the first drop in a query also plays the hold prompt
+    assert m.link_state == "reconnecting" and len(m.take_commands()) == 4 + 1
     m.handle("link_down", reason="drop")
     assert m.state == "farewell"
     assert m.take_commands() == [SayFarewell("model unreachable after 4 reconnect attempt(s): drop")]
@@ -494,7 +495,7 @@ def test_the_count_restarts_once_the_link_is_up_again() -> None:
     m.handle("link_down", reason="drop")
     m.handle("link_down", reason="drop")
     assert m.link_state == "reconnecting"  # two more attempts, not farewell
-    assert m.take_commands() == [FIRST_RECONNECT, SECOND_RECONNECT, SayReconnected(), FIRST_RECONNECT, SECOND_RECONNECT]
+    assert m.take_commands() == [FIRST_RECONNECT, SECOND_RECONNECT, FIRST_RECONNECT, SECOND_RECONNECT]
     assert m.reconnects_total == 4
     m.handle("link_down", reason="drop")
     assert m.state == "farewell"
@@ -520,7 +521,8 @@ def test_out_of_attempts_says_farewell_from_anywhere_in_the_call(conversation: s
     m = machine_in(conversation, link, max_reconnects=1)
     m.handle("link_down", reason="drop")  # from reconnecting this is the second attempt: over the max
     if link != "reconnecting":
-        assert m.link_state == "reconnecting" and m.take_commands() == [FIRST_RECONNECT]
+        hold = [PlayHold()] if conversation in ("announcing", "querying") else []
+        assert m.link_state == "reconnecting" and m.take_commands() == [FIRST_RECONNECT, *hold]
         m.handle("link_down", reason="drop")
     assert m.state == "farewell" and configuration(m) == {"farewell"}
     commands = m.take_commands()
@@ -557,7 +559,7 @@ def test_a_query_runs_through_a_reconnect_and_the_report_is_asked_again() -> Non
     m.handle("query_finished", result=RESULT)
     assert (m.state, m.link_state) == ("reporting", "reconnecting")
     m.handle("link_up")
-    assert m.take_commands() == [FIRST_RECONNECT, PlayHold(), DeliverResult(RESULT), AskReport(RESULT)]
+    assert m.take_commands() == [FIRST_RECONNECT, PlayHold(), PlayHold(), DeliverResult(RESULT), AskReport(RESULT)]
     m.handle("report_done")
     assert (m.state, m.link_state) == ("listening", "up") and m.result is None
 
@@ -602,7 +604,10 @@ def test_a_recycle_that_fails_reconnects() -> None:
 @pytest.mark.parametrize("conversation, link", [*PATHS])
 def test_comfort_fills_the_waits(conversation: str, link: str | None) -> None:
     m = machine_in(conversation, link)
-    waiting = conversation in ("announcing", "querying", "reporting") or link in ("reconnecting", "recycling")
+    if conversation == "greeting":  # a caller waiting for a model that is not there yet
+        waiting = link != "up"
+    else:
+        waiting = conversation in ("announcing", "querying", "reporting") or link in ("reconnecting", "recycling")
     assert m.wants_comfort is waiting
 
 
@@ -694,7 +699,9 @@ def test_random_event_streams_keep_the_chart_consistent(
             else:
                 attempts += 1
                 delay = min(4.0, 0.5 * 2 ** (attempts - 1))
-                assert commands == [Reconnect(attempts, delay, data["reason"] or "model link lost")]
+                # the first drop while a query runs also plays the hold prompt
+                hold = [PlayHold()] if link != "reconnecting" and state in ("announcing", "querying") else []
+                assert commands == [Reconnect(attempts, delay, data["reason"] or "model link lost"), *hold]
                 assert m.link_state == "reconnecting" and m.state == state
         if event == "recycle_due":
             assert (Recycle() in commands) == ((state, link) == ("listening", "up"))
@@ -709,3 +716,23 @@ def test_random_event_streams_keep_the_chart_consistent(
     if farewells:  # after the apology only the end
         assert all(isinstance(c, EndCall) for c in handed_out[handed_out.index(farewells[0]) + 1:])
     assert m.trace[0] == "greeting" and m.trace.count("ended") <= 1 and m.trace.count("farewell") <= 1
+
+
+def test_back_after_a_gap_longer_than_the_kept_audio_the_caller_is_asked_to_repeat() -> None:
+    m = machine_in("listening", "up")
+    m.handle("link_down", reason="drop")
+    m.handle("link_up", audio_lost=True)
+    assert m.take_commands() == [FIRST_RECONNECT, SayReconnected()]
+    m.handle("recycle_due")  # a recycle is not a drop: nothing was lost
+    m.handle("link_up", audio_lost=True)
+    assert m.take_commands() == [Recycle()]
+
+
+def test_back_after_a_drop_a_replayed_question_without_answer_gets_one() -> None:
+    m = machine_in("listening", "up")
+    m.handle("link_down", reason="drop")
+    m.handle("link_up", turn_unanswered=True)
+    assert m.take_commands() == [FIRST_RECONNECT, AnswerTurn()]
+    m.handle("recycle_due")  # after a recycle nothing is re-asked: the old session answered
+    m.handle("link_up", turn_unanswered=True)
+    assert m.take_commands() == [Recycle()]

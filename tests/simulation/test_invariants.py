@@ -12,6 +12,7 @@ from mikrovoice.call import session as call_session
 from mikrovoice.call.machine import CallMachine
 from mikrovoice.call.progress import ProgressPolicy
 from mikrovoice.config import Phrases
+from mikrovoice.sim import brain
 from mikrovoice.sim import routeros as sim_routeros
 from mikrovoice.sim.realtime import ModelFaults
 from mikrovoice.simulation import invariants
@@ -122,8 +123,9 @@ def test_checks_on_what_the_parties_recorded() -> None:
 
 
 @pytest.mark.parametrize("breaks", [
-    lambda s: replace(s, model=ModelFaults(drop_after_s=15.0)),
-    lambda s: replace(s, model=ModelFaults(silent_after_s=15.0)),
+    # The model never comes back (every reconnect is refused): the apology.
+    lambda s: replace(s, model=ModelFaults(drop_after_s=15.0), model_after=ModelFaults(handshake_status=503)),
+    lambda s: replace(s, model=ModelFaults(silent_after_s=15.0), model_after=ModelFaults(handshake_status=503)),
     lambda s: replace(s, model=ModelFaults(refuse_creates=frozenset({3, 4, 5}))),
 ])
 def test_losing_the_model_mid_query_is_explained_and_ends_cleanly(breaks: Callable[[Scenario], Scenario]) -> None:
@@ -132,3 +134,21 @@ def test_losing_the_model_mid_query_is_explained_and_ends_cleanly(breaks: Callab
     assert obs.record is not None and obs.record.states[-2:] == ["farewell", "ended"]
     assert any(SETTINGS.phrases.model_unavailable in h.text for h in obs.caller.heard)
     assert obs.record.queries[0].cancelled and obs.caller.server_hung_up
+
+
+def test_comfort_fills_catches_a_product_without_comfort_audio(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(CallMachine, "wants_comfort", property(lambda self: False))
+    found = violated(simulate_call(SFP_WITH_TROUBLE, SETTINGS))
+    assert "comfort_fills" in found and "of dead air" in found["comfort_fills"][0]
+
+
+def test_result_once_catches_a_result_spoken_twice() -> None:
+    # The real server may start a response by itself after a tool output; a product that asked
+    # for a report anyway could have the result said twice. Our simulated model is too polite to
+    # repeat itself, so the check is shown on the record: the same answer heard a second time.
+    scenario = Scenario(asks=(Ask("devices", ("152.1",)),), routers=fleet(), model=ModelFaults(respond_after_output=True))
+    obs = simulate_call(scenario, SETTINGS)
+    assert violated(obs) == {}
+    (answer,) = [h for h in obs.caller.heard if brain.ANSWER_DEVICES.search(h.text)]
+    obs.caller.heard.append(replace(answer, start=answer.end + 1.0, end=answer.end + 5.0))
+    assert "2 answers for 1 finished query" in invariants.result_once(obs)[0]

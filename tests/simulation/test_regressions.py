@@ -50,7 +50,9 @@ def test_story(name: str) -> None:
 def test_the_apology_explains_a_question_asked_while_it_plays() -> None:
     # Seeds 11 and 12 (2000 calls each): the link dropped at 2.9 s, the apology began before the
     # caller started asking and went on while they asked. It is heard; it is the explanation.
-    scenario = Scenario(asks=(Ask("sfp_all"),), model=ModelFaults(drop_after_s=2.9), routers=FAST)
+    # (Since reconnects: the first reconnect finds the key refused, so the apology follows at once.)
+    scenario = Scenario(asks=(Ask("sfp_all"),), model=ModelFaults(drop_after_s=2.9),
+                        model_after=ModelFaults(handshake_status=401), routers=FAST)
     obs = simulate_call(scenario, SETTINGS)
     (apology,) = [h for h in obs.caller.heard if SETTINGS.phrases.model_unavailable in h.text]
     (question,) = obs.caller.spoken
