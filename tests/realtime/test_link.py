@@ -174,12 +174,15 @@ async def test_stale_caller_audio_is_dropped_and_counted_control_events_never(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     received: list[str] = []
+    all_in = trio.Event()
 
     async def handler(request: WebSocketRequest) -> None:
         ws = await request.accept()
         with contextlib.suppress(ConnectionClosed):
             while True:
                 received.append(str(await ws.get_message()))
+                if len(received) == 2002:
+                    all_in.set()
 
     async with trio.open_nursery() as nursery:
         server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
@@ -193,8 +196,8 @@ async def test_stale_caller_audio_is_dropped_and_counted_control_events_never(
         link.send(rt.client_append_audio(b"\x7f" * 800))  # fresh
         send, _receive = trio.open_memory_channel[rt.ServerEvent](10)
         nursery.start_soon(link.run, send)
-        while len(received) < 2002:
-            await trio.sleep(0.01)
+        with trio.fail_after(10):
+            await all_in.wait()
         await link.aclose()
         nursery.cancel_scope.cancel()
     kinds = [json.loads(m)["type"] for m in received]
