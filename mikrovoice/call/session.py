@@ -175,13 +175,11 @@ class CallSession:
         self.record = CallRecord(started_at=trio.current_time())
         self.gate = self._new_gate()
         self.conversation = Conversation()
-        self.responses: dict[str, str] = {}  # response id -> kind
         self.handled_calls: set[str] = set()
         self._responses_with_audio: set[str] = set()
         self.caller_speaking = False
         self.fan: FanOut | None = None
         self.link: RealtimeLink | None = None
-        self._links_opened = 0
         self._link_up_at: float | None = None
         self._session_update: rt.JSON | None = None  # the session.update sent on the current link
         self._session_checked = False
@@ -309,11 +307,9 @@ class CallSession:
             dial=self.dial,
         )
         self.link = link
-        self._links_opened += 1
         self._session_checked = False
         self.caller_speaking = False  # a new session has heard nothing yet: no turn is open
         self.gate = self._new_gate()
-        self.responses.clear()
         self._session_update = rt.client_session_update(self._session_settings())
         link.send(self._session_update)
         if resume:
@@ -325,7 +321,6 @@ class CallSession:
             for chunk in audio:
                 link.send(rt.client_append_audio(chunk))
             event(log, "model.replay", items=len(replay), caller_audio_s=round(len(audio) * self.feed.chunk_s, 1))
-        self._link_lost_at = None
         events_send, events_recv = trio.open_memory_channel[rt.ServerEvent](256)
         self._link_nursery.start_soon(self._run_link, link, events_send)
         self.nursery.start_soon(self._model_events, link, events_recv)
@@ -380,6 +375,7 @@ class CallSession:
         if self.record.model_connected_at is None:
             self.record.model_connected_at = self._link_up_at
         self._refusals_in_a_row = 0
+        self._link_lost_at = None  # this session heard whatever the caller said since
         stopped, answered = self._caller_turn_ended_at, self._answered_at
         unanswered = (self._turn_open_since is None and stopped is not None
                       and (answered is None or answered < stopped))
@@ -684,12 +680,11 @@ class CallSession:
 
             self._send_gated(self.gate.on_created(e))
             kind = self.gate.kind_of(e.response_id) or e.metadata.get("kind", "turn")
-            self.responses[e.response_id] = kind
             self._created_at[kind] = trio.current_time()
         elif isinstance(e, rt.TranscriptDone):
             self.playout.end_item(e.item_id)
             self.conversation.assistant_said(e.item_id, e.transcript)
-            event(log, "model.said", kind=self.responses.get(e.response_id, "turn"), text=e.transcript)
+            event(log, "model.said", kind=self.gate.kind_of(e.response_id) or "turn", text=e.transcript)
         elif isinstance(e, rt.FunctionCall):
             self._on_function_call(e)
         elif isinstance(e, rt.ResponseDone):
@@ -698,8 +693,7 @@ class CallSession:
                 self._answered_at = trio.current_time()
             for call in e.function_calls:  # normally already seen in response.output_item.done
                 self._on_function_call(call)
-            kind = self.gate.kind_of(e.response_id) or self.responses.get(e.response_id, "turn")
-            self.responses.pop(e.response_id, None)
+            kind = self.gate.kind_of(e.response_id) or "turn"
             if kind == rt.DUPLICATE:
                 self._send_gated(self.gate.on_done(e))
                 return

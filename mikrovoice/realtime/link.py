@@ -89,6 +89,7 @@ class RealtimeLink:
         self._watching = False
         self._watch_changed = trio.Event()
         self._last_heard = 0.0
+        self._connected = False
         self.connect_timeout_s = connect_timeout_s
         self.max_audio_lag_s = max_audio_lag_s
         #: (queued at, for audio; None for control events, which are never dropped), JSON text
@@ -123,9 +124,9 @@ class RealtimeLink:
         self._outbox_ready.set()
 
     @property
-    def last_heard(self) -> float:
-        """When the server last sent us anything (a message or a pong)."""
-        return self._last_heard
+    def last_heard(self) -> float | None:
+        """When the server last sent us anything (a message or a pong); None: never connected."""
+        return self._last_heard if self._connected else None
 
     @property
     def queued(self) -> int:
@@ -159,6 +160,8 @@ class RealtimeLink:
                     nursery.cancel_scope.cancel()
                     return closed or LinkClosed(f"no WebSocket handshake within {self.connect_timeout_s:g} s", by_us=False)
                 event(log, "model.connected", url=self._redacted_url())
+                self._connected = True
+                self._last_heard = trio.current_time()
                 task_status.started()
                 try:
                     closed = await self._serve(ws, events)

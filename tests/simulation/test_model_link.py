@@ -174,3 +174,17 @@ def test_a_response_the_server_starts_by_itself_after_the_output_is_the_report()
     assert len(heard(obs, brain.ANSWER_DEVICES)) == 1
     reports = [c.outcome for session in obs.ledger.sessions for c in session.creates if c.kind == "report"]
     assert "started" not in reports  # ours was refused (a response was active) and not asked again
+
+
+def test_the_question_asked_while_the_model_died_is_heard_by_the_next_session() -> None:
+    # The link drops just after the caller finished asking (seed property run): the old session
+    # never answered it. The new session gets the caller's audio since the server's last sign of
+    # life and answers; the caller asks once and is answered once.
+    routers = tuple(RouterBehaviour(r.name, 0.1) for r in SETTINGS.routers)
+    scenario = Scenario(asks=(Ask("sfp_some", ("152.1", "26.1", "121.2")),), routers=routers,
+                        model=ModelFaults(drop_after_s=7.9))
+    obs = simulate_call(scenario, SETTINGS)
+    assert invariants.check(obs) == {}
+    assert len(obs.caller.spoken) == 1 and len(heard(obs, brain.ANSWER_SFP)) == 1
+    (replay,) = log_lines(obs, "model.replay")
+    assert float(str(replay["caller_audio_s"])) > 0
