@@ -25,6 +25,7 @@ session decides nothing the machine can decide: it moves bytes and time.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import uuid
@@ -156,6 +157,7 @@ class CallRecord:
     recycles: int = 0  # model sessions replaced before OpenAI's 60-minute limit
     dropped_audio_chunks: int = 0  # caller audio older than max_audio_lag_ms when its turn came
     comfort_frames: int = 0
+    cut_by_drop: list[float] = field(default_factory=list)  # when a dying session's unfinished speech was cut
     end_reason: str | None = None
     ended: bool = False
     ended_at: float = 0.0
@@ -194,8 +196,17 @@ class CallSession:
         self._turn_open_since: float | None = None  # the caller began a turn no response has answered yet
         self._link_lost_at: float | None = None
         self._audio_lost = False  # the caller audio of the last gap was more than we keep
-        self._caller_turn_ended_at: float | None = None  # the caller's last turn ended (speech_stopped)
-        self._answered_at: float | None = None  # a response completed, or a tool was called
+        # The order of things, to know after a drop what the replay holds unanswered: a counter,
+        # since several happen at the same instant (a response issues a call, we refuse it, the
+        # response completes).
+        self._order = itertools.count(1)
+        self._created_order: dict[str, int] = {}  # response id -> when it was created
+        self._turn_ended = 0  # the caller's last turn ended (speech_stopped)
+        self._output_given = 0  # the last tool output we gave the model
+        self._answered = 0  # creation order of the last completed response, or the last tool call
+        self._open_responses: dict[str, str] = {}  # created, not done: response id -> kind
+        self._transcribed: set[str] = set()  # of those, the ones whose audio we hold whole
+        self._finished_items: set[str] = set()  # output items whose audio we hold whole
 
     def _new_gate(self) -> rt.ResponseGate:
         # A response the server starts by itself after our function_call_output sees the result:
@@ -352,7 +363,28 @@ class CallSession:
         self.link = None
         level = logging.ERROR if closed.fatal else logging.WARNING
         event(log, "model.link_lost", level=level, reason=closed.reason, fatal=closed.fatal)
+        self._finish_spoken_responses()
         self.handle("link_failed" if closed.fatal else "link_down", reason=f"model link lost: {closed.reason}")
+
+    def _finish_spoken_responses(self) -> None:
+        """The dead session's responses. One whose audio we hold whole (its transcript is done)
+        was said, even if its response.done never came: the caller hears it from our playout, and
+        its end is raised now, so that the new session is not asked to say it again. One cut off
+        mid-stream is cut here too (the caller hears what was already played, not a fragment
+        resumed later): the machine asks the new session for it whole."""
+        unfinished = [r for r in self._open_responses if r not in self._transcribed]
+        if unfinished:
+            for truncation in self.playout.flush_items(lambda item: not item.startswith("prompt:")
+                                                       and item not in self._finished_items):
+                self.record.cut_by_drop.append(trio.current_time())
+                event(log, "model.response_cut_by_drop", item=truncation.item_id, heard_ms=truncation.played_ms)
+        for response_id in [r for r in self._open_responses if r in self._transcribed]:
+            kind = self._open_responses.pop(response_id)
+            event(log, "model.response_spoken_before_drop", kind=kind)
+            done = _DONE_EVENTS.get(kind, "turn_done")
+            self.handle(done, **({"spoke": True} if done == "turn_done" else {}))
+        self._open_responses.clear()
+        self._transcribed.clear()
 
     async def _reconnect_after(self, delay_s: float) -> None:
         await trio.sleep(delay_s)
@@ -376,9 +408,10 @@ class CallSession:
             self.record.model_connected_at = self._link_up_at
         self._refusals_in_a_row = 0
         self._link_lost_at = None  # this session heard whatever the caller said since
-        stopped, answered = self._caller_turn_ended_at, self._answered_at
-        unanswered = (self._turn_open_since is None and stopped is not None
-                      and (answered is None or answered < stopped))
+        # The replay holds a caller's turn or a tool output (a refusal, a cancellation) that no
+        # response created after it completed: the old session died before it could answer.
+        unanswered = ((self._turn_open_since is None and self._turn_ended > self._answered)
+                      or self._output_given > self._answered)
         self.handle("link_up", audio_lost=self._audio_lost, turn_unanswered=unanswered)
         self._audio_lost = False
         self._deliver_pending()
@@ -509,6 +542,7 @@ class CallSession:
     def _send_tool_output(self, call_id: str, output: dict[str, Any]) -> None:
         text = json.dumps(output, ensure_ascii=False)
         self.conversation.function_output(call_id, text)  # the replay carries it if this session dies
+        self._output_given = next(self._order)
         self._send_model(rt.client_tool_output(call_id, text))
         for record in self.record.tool_calls:
             if record.call_id == call_id:
@@ -677,23 +711,30 @@ class CallSession:
             self.playout.enqueue(e.item_id, g711.ulaw_to_slin(e.audio))
         elif isinstance(e, rt.ResponseCreated):
             self._refusals_in_a_row = 0
+            self._created_order[e.response_id] = next(self._order)
 
             self._send_gated(self.gate.on_created(e))
             kind = self.gate.kind_of(e.response_id) or e.metadata.get("kind", "turn")
             self._created_at[kind] = trio.current_time()
+            self._open_responses[e.response_id] = kind
         elif isinstance(e, rt.TranscriptDone):
+            self._transcribed.add(e.response_id)
+            self._finished_items.add(e.item_id)
             self.playout.end_item(e.item_id)
             self.conversation.assistant_said(e.item_id, e.transcript)
             event(log, "model.said", kind=self.gate.kind_of(e.response_id) or "turn", text=e.transcript)
         elif isinstance(e, rt.FunctionCall):
             self._on_function_call(e)
         elif isinstance(e, rt.ResponseDone):
-            if e.status == "completed" and not self.caller_speaking:
-                self._turn_open_since = None  # answered
-                self._answered_at = trio.current_time()
+            if e.status == "completed":
+                self._answered = max(self._answered, self._created_order.get(e.response_id, 0))
+                if not self.caller_speaking:
+                    self._turn_open_since = None  # answered
             for call in e.function_calls:  # normally already seen in response.output_item.done
                 self._on_function_call(call)
             kind = self.gate.kind_of(e.response_id) or "turn"
+            self._open_responses.pop(e.response_id, None)
+            self._transcribed.discard(e.response_id)
             if kind == rt.DUPLICATE:
                 self._send_gated(self.gate.on_done(e))
                 return
@@ -722,7 +763,7 @@ class CallSession:
             self._send_gated(self.gate.hold(True))
         elif isinstance(e, rt.SpeechStopped):
             self.caller_speaking = False
-            self._caller_turn_ended_at = trio.current_time()
+            self._turn_ended = next(self._order)
             self._send_gated(self.gate.hold(False))
         elif isinstance(e, rt.ItemAdded):
             self._send_gated(self.gate.on_item_added(e))
@@ -760,7 +801,7 @@ class CallSession:
             return
         self.handled_calls.add(e.call_id)
         self._turn_open_since = None  # the caller's turn is answered by this call (in the ledger)
-        self._answered_at = trio.current_time()
+        self._answered = max(self._answered, self._created_order.get(e.response_id, 0))
         self.conversation.function_called(e.call_id, e.name, e.arguments)
         call = self.tools.parse_call(e.call_id, e.name, e.arguments)
         self.record.tool_calls.append(ToolCallRecord(e.call_id, e.name, e.arguments, trio.current_time(),

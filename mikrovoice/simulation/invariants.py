@@ -78,19 +78,30 @@ def no_crash(obs: CallObservation) -> list[str]:
 
 
 def one_output_per_call(obs: CallObservation) -> list[str]:
+    """Every function call gets one output: in the session that issued it, or - when that session
+    died first - in the session the conversation was replayed into (``client_calls``). No session
+    gets two outputs for one call."""
     problems = []
     sent_by_service = {c.call_id: c for c in obs.record.tool_calls} if obs.record else {}
     for session in obs.ledger.sessions:
+        for call_id, replayed in session.client_calls.items():
+            if len(replayed.outputs) > 1:
+                problems.append(f"replayed function call {replayed.name} ({call_id}) got {len(replayed.outputs)} "
+                                f"outputs in session {session.number}")
         for call_id, call in session.calls.items():
             if len(call.outputs) > 1:
                 problems.append(f"function call {call.name} ({call_id}) got {len(call.outputs)} outputs")
-            if call.outputs:
+            # Every session that knew the call: the one that issued it, then those it was replayed into.
+            knew = [session] + [s for s in obs.ledger.sessions if s is not session and call_id in s.client_calls]
+            if call.outputs or any(s.client_calls[call_id].outputs for s in knew[1:]):
                 continue
             # A server that went silent received nothing more: for outputs, its session ended then.
-            ended = min((t for t in (session.ended_at, session.silenced_at) if t is not None), default=None)
+            ends = [min((t for t in (s.ended_at, s.silenced_at) if t is not None), default=None) for s in knew]
+            ended = None if any(e is None for e in ends) else max(e for e in ends if e is not None)
             record = sent_by_service.get(call_id)
             query = next((q for q in obs.record.queries if q.call_id == call_id), None) if obs.record else None
-            # No output is right only if the session ended before the service had one to give.
+            # No output is right only if the last session that knew the call ended before the
+            # service had one to give.
             ready_at = query.ended_at if query is not None and not query.cancelled else None
             if record is not None and record.problem:
                 ready_at = record.received_at
@@ -164,14 +175,17 @@ def comfort_fills(obs: CallObservation) -> list[str]:
 
 
 def result_once(obs: CallObservation) -> list[str]:
-    """A query's result is spoken once: never more answers heard (whole, not cut by the caller)
-    than queries that finished."""
+    """A query's result is spoken once: never more answers heard whole (not cut by the caller's
+    speech, nor by the service cutting a dying model session's unfinished speech) than queries
+    that finished."""
     if obs.record is None:
         return []
     finished = sum(1 for q in obs.record.queries if not q.cancelled and q.ended_at is not None)
+    cuts = obs.record.cut_by_drop  # a dying model session's speech, cut by the service mid-answer
     answers = [h for h in obs.caller.heard
                if (brain.ANSWER_SFP.search(h.text) or brain.ANSWER_DEVICES.search(h.text))
-               and not any(s.start < h.end and s.end > h.start for s in obs.caller.spoken)]
+               and not any(s.start < h.end and s.end > h.start for s in obs.caller.spoken)
+               and not any(h.start <= c <= h.end + FRAME_SLACK_S for c in cuts)]
     if len(answers) > finished:
         return [f"the caller heard {len(answers)} answers for {finished} finished quer{'y' if finished == 1 else 'ies'}: "
                 + "; ".join(f"{obs.t(h.start):.2f} s «{h.text[:50]}»" for h in answers)]

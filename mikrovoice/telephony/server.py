@@ -151,6 +151,26 @@ class Playout:
         self._comfort_tail.clear()
         return [Truncation(item_id, self._played_ms.get(item_id, 0)) for item_id in dropped]
 
+    def flush_items(self, drop: Callable[[str], bool]) -> list[Truncation]:
+        """Drop the queued audio of the items ``drop`` selects (a dead model session's unfinished
+        speech), keep the rest in order; say how much of each dropped item was heard."""
+        dropped: list[str] = []
+        if self.speaking and self._current_item is not None and drop(self._current_item):
+            dropped.append(self._current_item)
+        kept: deque[tuple[str, bytes]] = deque()
+        for item_id, frame in self._frames:
+            if drop(item_id):
+                if item_id not in dropped:
+                    dropped.append(item_id)
+            else:
+                kept.append((item_id, frame))
+        self._frames = kept
+        if self._partial is not None and drop(self._partial[0]):
+            if self._partial[0] not in dropped:
+                dropped.append(self._partial[0])
+            self._partial = None
+        return [Truncation(item_id, self._played_ms.get(item_id, 0)) for item_id in dropped]
+
     def _next_frame(self) -> bytes:
         if self._frames:
             item_id, frame = self._frames.popleft()

@@ -1,12 +1,15 @@
 """Stories the simulations shrank out of thousands of calls, kept as regressions: each broke a promise once."""
 
+from dataclasses import replace
+
 import pytest
 
+from mikrovoice.config import RouterConfig
 from mikrovoice.sim import brain
 from mikrovoice.sim.realtime import ModelFaults
 from mikrovoice.simulation import invariants
 from mikrovoice.simulation.console import default_settings
-from mikrovoice.simulation.scenario import Ask, Backchannel, RouterBehaviour, Scenario
+from mikrovoice.simulation.scenario import Ask, Backchannel, BargeIn, RouterBehaviour, Scenario
 from mikrovoice.simulation.world import simulate_call
 
 SETTINGS = default_settings()
@@ -58,3 +61,43 @@ def test_the_apology_explains_a_question_asked_while_it_plays() -> None:
     (question,) = obs.caller.spoken
     assert apology.start < question.start < apology.end and invariants.check(obs) == {}
     assert obs.record is not None and obs.record.states[-2:] == ["farewell", "ended"]
+
+
+# Stories the property runs of issue 6 (reconnects) shrank out; each failed once.
+SMALL_SITE = replace(
+    SETTINGS,
+    routers=(RouterConfig("torre-norte", "10.9.0.1", aliases=("torre norte principal",)),),
+    query_timeout_s=25.0, router_timeout_s=15.0, progress_silence_s=4.0,
+)
+FLAPPING = {
+    # The model died while the caller asked, in four sessions in a row: the question reached no
+    # session whole. Now each new session hears the caller's audio since the old one's last sign
+    # of life.
+    "the model flaps while the caller asks": (
+        Scenario(asks=(Ask("sfp_some", ("152.1", "26.1", "121.2")),), routers=FAST,
+                 model=ModelFaults(drop_after_s=3.6), model_fault_sessions=4), SETTINGS),
+    # The model went silent in the middle of a hanging router's query; the progress request went
+    # to the dead session, and 5.9 s passed without a word. Now a drop during a query plays the
+    # hold prompt at once.
+    "the model goes silent during a query on a small site": (
+        Scenario(asks=(Ask("devices", ("torre-norte",)),), routers=(RouterBehaviour("torre-norte", 0.1, "hangs"),),
+                 model=ModelFaults(silent_after_s=18.1)), SMALL_SITE),
+    # A call issued by the second session got its output in the third (the replay): not a lost output.
+    "a call's output reaches the session the conversation was replayed into": (
+        Scenario(asks=(Ask("devices", ("torre-norte",)),), interjections=(BargeIn(0, 0.7, "Espera, espera, una cosa"),),
+                 routers=(RouterBehaviour("torre-norte", 0.1),), model=ModelFaults(drop_after_s=4.8),
+                 model_fault_sessions=2), SMALL_SITE),
+    # The session died right after our refusal ("no conozco el router"): the replay held the
+    # refusal and nobody asked the new session to say it. Now an unanswered output gets a response.
+    "a refusal replayed into a new session is still said": (
+        Scenario(asks=(Ask("unknown_router", ("999.9",)), Ask("unknown_router", ("999.9",))), routers=FAST,
+                 model=ModelFaults(drop_on=("response.done", 4)), model_fault_sessions=3), SETTINGS),
+}
+
+
+@pytest.mark.parametrize("name", list(FLAPPING))
+def test_reconnect_story(name: str) -> None:
+    scenario, settings = FLAPPING[name]
+    obs = simulate_call(scenario, settings)
+    assert invariants.check(obs) == {}
+    assert obs.record is not None and obs.record.reconnects >= 1
