@@ -93,6 +93,8 @@ _DONE_EVENTS = {"greeting": "greeting_done", "progress": "progress_done", "pream
                 "report": "report_done"}
 #: A response refused for a rate limit is asked for again after this (others: the policy's retry_s).
 RATE_LIMIT_RETRY_S = 2.0
+#: After the caller's turn ends, server VAD answers it within this (else it let the turn go).
+TURN_RESPONSE_S = 2.0
 #: Caller audio kept to be heard again by a new model session after a drop.
 CALLER_AUDIO_KEPT_S = 10.0
 #: A turn's audio starts this long before the server's speech_started reaches us (its VAD prefix
@@ -134,6 +136,7 @@ class ToolCallRecord:
     arguments: str
     received_at: float
     problem: str = ""
+    result_ready_at: float | None = None  # the query's result was ready (it may wait for a free line)
     output_sent_at: float | None = None
 
 
@@ -204,6 +207,7 @@ class CallSession:
         self._turn_ended = 0  # the caller's last turn ended (speech_stopped)
         self._output_given = 0  # the last tool output we gave the model
         self._answered = 0  # creation order of the last completed response, or the last tool call
+        self._turn_awaiting_response = False  # the caller's turn ended; server VAD's answer is not created yet
         self._open_responses: dict[str, str] = {}  # created, not done: response id -> kind
         self._transcribed: set[str] = set()  # of those, the ones whose audio we hold whole
         self._finished_items: set[str] = set()  # output items whose audio we hold whole
@@ -320,6 +324,7 @@ class CallSession:
         self.link = link
         self._session_checked = False
         self.caller_speaking = False  # a new session has heard nothing yet: no turn is open
+        self._turn_awaiting_response = False
         self.gate = self._new_gate()
         self._session_update = rt.client_session_update(self._session_settings())
         link.send(self._session_update)
@@ -474,11 +479,12 @@ class CallSession:
                     self.playout.enqueue(item, self.prompts.connection_hold)
                     self.playout.end_item(item)
             elif isinstance(command, DeliverResult):
-                # The late-result rule: an answer the caller is hearing (or asked for) comes first,
-                # then the result, once. The output waits for a free line.
                 self.gate.cancel_kind("progress")
                 self.gate.cancel_kind("preamble")
                 self._pending_result = command.result
+                for record in self.record.tool_calls:
+                    if record.call_id == command.result.call.call_id:
+                        record.result_ready_at = trio.current_time()
                 self._deliver_pending()
             elif isinstance(command, AskReport):
                 if self._pending_result is not None:
@@ -549,15 +555,26 @@ class CallSession:
                 record.output_sent_at = trio.current_time()
 
     def _deliver_pending(self) -> None:
-        """Hand the result over once the line is free: nobody speaking, no response on the way."""
+        """Hand the result to the session that is up once the line is free: nobody speaking, no
+        response open. The late-result rule: an answer the caller is hearing, or asked for, comes
+        first, then the result, once (a model given the output during the caller's new question
+        answers the result and forgets the question)."""
         result = self._pending_result
         if result is None or self.link is None or not self._session_checked:
             return
-        if self.gate.busy or self.gate.held or self.caller_speaking:
-            return
+        if self.gate.busy or self.gate.held or self.caller_speaking or self._turn_awaiting_response:
+            return  # asked again on every change of the gate and of the line
         self._pending_result = None
         self._send_tool_output(result.call.call_id, result.output)
         self._request_response("report", self.settings.phrases.report_instructions, after_output=result.call.call_id)
+
+    async def _turn_response_due(self, turn: int) -> None:
+        """A turn server VAD did not answer within TURN_RESPONSE_S (noise it committed and let go)
+        holds nothing back any more."""
+        await trio.sleep(TURN_RESPONSE_S)
+        if self._turn_awaiting_response and self._turn_ended == turn:
+            self._turn_awaiting_response = False
+            self._deliver_pending()
 
     def _cancel_query(self, command: CancelQuery) -> None:
         event(log, "query.cancel_requested", tool=command.query.name, call=command.query.call_id)
@@ -711,6 +728,7 @@ class CallSession:
             self.playout.enqueue(e.item_id, g711.ulaw_to_slin(e.audio))
         elif isinstance(e, rt.ResponseCreated):
             self._refusals_in_a_row = 0
+            self._turn_awaiting_response = False
             self._created_order[e.response_id] = next(self._order)
 
             self._send_gated(self.gate.on_created(e))
@@ -764,6 +782,9 @@ class CallSession:
         elif isinstance(e, rt.SpeechStopped):
             self.caller_speaking = False
             self._turn_ended = next(self._order)
+            # Server VAD is about to answer this turn: the result waits for that answer.
+            self._turn_awaiting_response = True
+            self.nursery.start_soon(self._turn_response_due, self._turn_ended)
             self._send_gated(self.gate.hold(False))
         elif isinstance(e, rt.ItemAdded):
             self._send_gated(self.gate.on_item_added(e))

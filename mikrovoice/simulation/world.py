@@ -171,8 +171,9 @@ async def _run(scenario: Scenario, settings: Settings, logs: list[LogLine]) -> C
 
         # The caller repeats a question when the assistant says the line was cut, greets them only
         # now (a model that came up late never heard it), or asks what they want (it heard only
-        # part of it): the first words suffice.
-        cues = (settings.phrases.reconnected[:30], settings.phrases.greeting[:30], brain.HOW_CAN_I_HELP)
+        # part of it, or only the "ajá" after it): the first words suffice.
+        cues = (settings.phrases.reconnected[:30], settings.phrases.greeting[:30], brain.HOW_CAN_I_HELP,
+                brain.GO_AHEAD)
         script = replace(scenario.script(), repeat_cue="|".join(re.escape(c) for c in cues))
         caller = AsteriskCaller(script, call_id=uuid.UUID(int=random.Random(scenario.seed).getrandbits(128),
                                                                       version=4), seed=scenario.seed)

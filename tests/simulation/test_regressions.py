@@ -92,6 +92,12 @@ FLAPPING = {
     "a refusal replayed into a new session is still said": (
         Scenario(asks=(Ask("unknown_router", ("999.9",)), Ask("unknown_router", ("999.9",))), routers=FAST,
                  model=ModelFaults(drop_on=("response.done", 4)), model_fault_sessions=3), SETTINGS),
+    # "ajá" cancelled the answer being created, then the link dropped (seed 71, 1000 calls): the
+    # new session heard only the "ajá" after the replayed question and said "Dime, ¿qué quieres
+    # consultar?"; a caller repeats the question, as a person does.
+    "the link drops right after an aja that cancelled the answer": (
+        Scenario(asks=(Ask("devices", ("152.1",)),), interjections=(Backchannel(0, 0.5, "ajá"),),
+                 model=ModelFaults(drop_after_s=7.4)), SETTINGS),
 }
 
 
