@@ -34,7 +34,11 @@ SMALL_SITE = replace(
         model_unavailable="Perdón, el asistente se cayó. Llama otra vez, por favor.",
     ),
 )
+#: CI explores the same calls each run (derandomize): a red CI is a change's doing, reproducible
+#: at once. Wider, random exploration is `mikrovoice simulate --calls N --seed S`, or
+#: MIKROVOICE_PROPERTY_RANDOM=1 here.
 PROPERTY = settings(max_examples=CALLS, deadline=None, print_blob=True,
+                    derandomize=not os.environ.get("MIKROVOICE_PROPERTY_RANDOM"),
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
