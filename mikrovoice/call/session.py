@@ -321,6 +321,9 @@ class CallSession:
             connect_timeout_s=settings.connect_timeout_s, max_audio_lag_s=settings.max_audio_lag_ms / 1000,
             dial=self.dial,
         )
+        # Always watched: a dead server is found within two seconds, whatever the call is doing
+        # (a probe costs one ping after a second without a byte from the server).
+        link.watching = True
         self.link = link
         self._session_checked = False
         self.caller_speaking = False  # a new session has heard nothing yet: no turn is open
@@ -332,8 +335,9 @@ class CallSession:
             replay = self.conversation.replay()
             for item in replay:
                 link.send(item)
-            audio = self._unheard_caller_audio()
-            self._audio_lost = self._caller_audio_gap_s() > CALLER_AUDIO_KEPT_S
+            since = self._unheard_since()
+            audio = self._unheard_caller_audio(since)
+            self._audio_lost = since is not None and trio.current_time() - since > CALLER_AUDIO_KEPT_S
             for chunk in audio:
                 link.send(rt.client_append_audio(chunk))
             event(log, "model.replay", items=len(replay), caller_audio_s=round(len(audio) * self.feed.chunk_s, 1))
@@ -532,18 +536,14 @@ class CallSession:
             self._caller_audio.popleft()
         self._send_model(rt.client_append_audio(chunk))
 
-    def _caller_audio_gap_s(self) -> float:
+    def _unheard_since(self) -> float | None:
+        """Since when the model may not have heard the caller whole: their unanswered turn's
+        start, or the dead server's last sign of life, whichever came first (None: nothing lost)."""
         starts = [t for t in (self._turn_open_since, self._link_lost_at) if t is not None]
-        return trio.current_time() - min(starts) if starts else 0.0
+        return min(starts) if starts else None
 
-    def _unheard_caller_audio(self) -> list[bytes]:
-        """The caller's audio the model may not have heard whole: since the caller's unanswered
-        turn began (or since the link dropped, if later nothing was open)."""
-        starts = [t for t in (self._turn_open_since, self._link_lost_at) if t is not None]
-        if not starts:
-            return []
-        since = min(starts)
-        return [chunk for at, chunk in self._caller_audio if at >= since]
+    def _unheard_caller_audio(self, since: float | None) -> list[bytes]:
+        return [] if since is None else [chunk for at, chunk in self._caller_audio if at >= since]
 
     def _send_tool_output(self, call_id: str, output: dict[str, Any]) -> None:
         text = json.dumps(output, ensure_ascii=False)
@@ -655,12 +655,7 @@ class CallSession:
         if self.machine.is_terminated:
             return
         self.quiet.update(self.playout.speaking or self.caller_speaking)
-        state = self.machine.state
-        self.playout.comfort_on = self.machine.wants_comfort and not self.caller_speaking and state != "farewell"
-        if self.link is not None:
-            # Always watched: a dead server is found within two seconds, whatever the call is
-            # doing (a probe costs one ping after a second without a byte from the server).
-            self.link.watching = True
+        self.playout.comfort_on = self.machine.wants_comfort and not self.caller_speaking
         self.quiet.poke()
 
     # ------------------------------------------------------------------ tasks
