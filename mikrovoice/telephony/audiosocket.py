@@ -54,6 +54,13 @@ SAMPLE_RATES = {
     Kind.SLIN192: 192000,
 }
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
+#: What Asterisk forwards as kind 0x03 (../shared/asterisk/README.md, measured on 23.4.1): the
+#: sixteen digits, ``a``-``d`` from SIP INFO and ``X`` for a hook flash (RFC 4733 event 16).
+#: Any other byte is still a DTMF message: it is handed on as it came, never an error.
+ASTERISK_DTMF = DTMF_DIGITS | frozenset("abcdX")
+#: Kinds Asterisk may send the server: UUID, DTMF, audio; 0x00 and 0xFF only from other clients
+#: (test harnesses, the CyCore library). Anything else is refused from its 3-byte header on.
+_FROM_ASTERISK = frozenset({Kind.HANGUP, Kind.UUID, Kind.DTMF, Kind.ERROR}) | frozenset(range(Kind.SLIN, Kind.SLIN192 + 1))
 
 
 class AudioSocketProtocolError(Exception):
@@ -86,7 +93,10 @@ class Audio:
 
 @dataclass(frozen=True)
 class Dtmf:
-    """Kind 0x03: one DTMF digit, sent by Asterisk at the end of the tone."""
+    """Kind 0x03: one DTMF digit, sent by Asterisk at the end of the tone.
+
+    Received, ``digit`` is the payload as Asterisk sent it (one ASCII byte normally; any bytes
+    are kept, decoded as Latin-1, so an unknown digit can be logged, never refused)."""
 
     digit: str
 
@@ -167,6 +177,8 @@ class AudioSocketCodec:
         length = int.from_bytes(self._buffer[1:3], "big")
         if self.role is Role.ASTERISK:
             self._check_from_server(kind_byte, length)
+        else:
+            self._check_from_asterisk(kind_byte, length)
         if len(self._buffer) < HEADER_SIZE + length:
             return self._at_end_of_buffer()
         payload = bytes(self._buffer[HEADER_SIZE : HEADER_SIZE + length])
@@ -200,33 +212,41 @@ class AudioSocketCodec:
             )
         if kind in AUDIO_KINDS and length == 0:
             raise AudioSocketProtocolError("received a zero-length audio message from the server")
-        if kind in AUDIO_KINDS and length % 2:
-            raise AudioSocketProtocolError(f"received an odd-length ({length} bytes) slin message")
+        # An odd length is taken: res_audiosocket.c makes len/2 samples of it (RA L421).
+
+    def _check_from_asterisk(self, kind: int, length: int) -> None:
+        # Decided on the header alone: an unknown kind announcing a large length must not keep
+        # the call (and its paid model session) open while that many bytes arrive.
+        if kind not in _FROM_ASTERISK:
+            raise AudioSocketProtocolError(
+                f"unknown AudioSocket kind 0x{kind:02x} from Asterisk (length {length}); Asterisk sends "
+                "only 0x01 (UUID), 0x03 (DTMF) and 0x10-0x18 (audio)"
+            )
+        if kind in AUDIO_KINDS and length == 0:
+            raise AudioSocketProtocolError("zero-length audio message from Asterisk")
+        if not self._seen_uuid and kind != Kind.UUID:
+            raise AudioSocketProtocolError(
+                f"first AudioSocket message must be the UUID (kind 0x01), got kind 0x{kind:02x}"
+            )
+        if kind == Kind.UUID and (self._seen_uuid or length != 16):
+            raise AudioSocketProtocolError(
+                "a second UUID message arrived in the same session" if self._seen_uuid
+                else f"UUID message must carry 16 bytes, got {length}"
+            )
 
     def _from_asterisk(self, kind: int, payload: bytes) -> Message:
-        if not self._seen_uuid:
-            if kind != Kind.UUID:
-                raise AudioSocketProtocolError(
-                    f"first AudioSocket message must be the UUID (kind 0x01), got kind 0x{kind:02x}"
-                )
-            if len(payload) != 16:
-                raise AudioSocketProtocolError(f"UUID message must carry 16 bytes, got {len(payload)}")
+        # The header passed _check_from_asterisk: the kind is known and allowed here.
+        if kind == Kind.UUID:
             self._seen_uuid = True
             return CallId(uuid.UUID(bytes=payload))
-        if kind == Kind.UUID:
-            raise AudioSocketProtocolError("a second UUID message arrived in the same session")
         if kind in AUDIO_KINDS:
-            if not payload or len(payload) % 2:
-                raise AudioSocketProtocolError(f"audio message with invalid length {len(payload)}")
+            # Any length: slin is even, but a mislabelled G.711 stream need not be (the leg
+            # keeps a trailing odd byte for the next message).
             return Audio(payload, Kind(kind))
         if kind == Kind.DTMF:
-            if len(payload) != 1 or chr(payload[0]) not in DTMF_DIGITS:
-                raise AudioSocketProtocolError(f"invalid DTMF payload {payload!r}")
-            return Dtmf(payload.decode("ascii"))
+            return Dtmf(payload.decode("latin-1"))
         if kind == Kind.HANGUP:
             # Asterisk never sends it, but other clients (test harnesses) do: treat it as a hang-up.
             self._hangup_reported = True
             return Hangup()
-        if kind == Kind.ERROR:
-            return ErrorMessage(payload)
-        raise AudioSocketProtocolError(f"unknown AudioSocket kind 0x{kind:02x} from Asterisk")
+        return ErrorMessage(payload)

@@ -65,13 +65,39 @@ def test_server_reads_a_call_and_treats_eof_as_hangup() -> None:
         (bytes.fromhex("010004") + b"abcd", "UUID message must carry 16 bytes"),
         (encode(CallId(CALL)) + encode(CallId(CALL)), "second UUID"),
         (encode(CallId(CALL)) + bytes.fromhex("020000"), "unknown AudioSocket kind 0x02"),
-        (encode(CallId(CALL)) + bytes.fromhex("030001") + b"x", "invalid DTMF"),
-        (encode(CallId(CALL)) + bytes.fromhex("100003") + b"abc", "invalid length 3"),
+        (encode(CallId(CALL)) + bytes.fromhex("100000"), "zero-length audio"),
     ],
 )
 def test_server_rejects_malformed_input(data: bytes, message: str) -> None:
     with pytest.raises(AudioSocketProtocolError, match=message):
         feed(AudioSocketCodec(Role.SERVER), data)
+
+
+@pytest.mark.parametrize("kind", [0x02, 0x04, 0x0F, 0x19, 0x20, 0x7F, 0xFE])
+def test_an_unknown_kind_is_refused_on_its_header_alone(kind: int) -> None:
+    codec = AudioSocketCodec(Role.SERVER)
+    feed(codec, encode(CallId(CALL)))
+    # The header announces 65535 bytes; none of them has to arrive for the refusal.
+    with pytest.raises(AudioSocketProtocolError, match=f"unknown AudioSocket kind 0x{kind:02x}"):
+        feed(codec, bytes([kind, 0xFF, 0xFF]))
+
+
+def test_a_uuid_of_the_wrong_length_is_refused_on_its_header() -> None:
+    with pytest.raises(AudioSocketProtocolError, match="16 bytes, got 4096"):
+        feed(AudioSocketCodec(Role.SERVER), bytes.fromhex("011000"))
+
+
+@pytest.mark.parametrize("digit", ["a", "d", "X", "x", "\x00", "\xff"])
+def test_any_dtmf_byte_reaches_the_call(digit: str) -> None:
+    codec = AudioSocketCodec(Role.SERVER)
+    data = encode(CallId(CALL)) + bytes([0x03, 0, 1]) + digit.encode("latin-1")
+    assert feed(codec, data) == [CallId(CALL), Dtmf(digit)]
+
+
+def test_audio_of_any_length_and_rate_is_taken() -> None:
+    codec = AudioSocketCodec(Role.SERVER)
+    data = encode(CallId(CALL)) + bytes.fromhex("100003") + b"abc" + bytes.fromhex("130002") + b"zz"
+    assert feed(codec, data) == [CallId(CALL), Audio(b"abc"), Audio(b"zz", Kind.SLIN24)]
 
 
 def test_eof_inside_a_message_is_an_error() -> None:
