@@ -31,6 +31,16 @@ def _targetless_lines(text: str) -> str:
                     indent = line[: len(line) - len(line.lstrip())]
                     lines[i] = f"{indent}{state.id} : {event}{rest} / {', '.join(actions)}"
                     break
+            else:
+                # The library draws one self-loop per state and event: a second targetless
+                # transition on the same event (another guard) goes after the first.
+                conds = ", ".join(str(c) for c in transition.cond)
+                guard = f" [{conds}]" if conds else ""
+                prefix = f"{state.id} : {event} "
+                at = max((i for i, line in enumerate(lines) if line.strip().startswith(prefix)), default=None)
+                if at is not None:
+                    indent = lines[at][: len(lines[at]) - len(lines[at].lstrip())]
+                    lines.insert(at + 1, f"{indent}{state.id} : {event}{guard} / {', '.join(actions)}")
     return "\n".join(lines)
 
 

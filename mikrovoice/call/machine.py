@@ -144,6 +144,24 @@ class SayFarewell:
 
 
 @dataclass(frozen=True)
+class BargeIn:
+    """The caller has spoken over the assistant long enough: stop its speech where the caller is
+    (drop what they have not heard, cancel the response, truncate it at what they heard)."""
+
+
+@dataclass(frozen=True)
+class RepeatAnswer:
+    """The caller pressed the repeat digit: play the last answer again, as it was said (after
+    whatever is playing)."""
+
+
+@dataclass(frozen=True)
+class SayHumanContact:
+    """The caller pressed the human digit: say how to reach a person (Phrases.human_contact) at
+    the next free moment (after an answer on its way)."""
+
+
+@dataclass(frozen=True)
 class EndCall:
     reason: str
     by_caller: bool = False  # the caller hung up: nothing to send; otherwise we hang up (0x00)
@@ -152,7 +170,7 @@ class EndCall:
 Command = (
     Greet | StartQuery | RefuseToolCall | SpeakPreamble | SpeakProgress | PlayHold | DeliverResult | AskReport
     | CancelQuery | SayReconnected | AnswerTurn
-    | Reconnect | Recycle | SayFarewell | EndCall
+    | Reconnect | Recycle | SayFarewell | EndCall | BargeIn | RepeatAnswer | SayHumanContact
 )
 
 #: Every event the call's tasks can raise.
@@ -171,7 +189,10 @@ EVENTS = (
     "recycle_due",  # the model session is old and the line is quiet: time for a fresh one
     "link_failed",  # the model cannot serve this call (key refused, session refused, out of attempts...)
     "farewell_done",  # the recorded apology has been played
-    "hangup",  # the caller hung up (AudioSocket EOF)
+    "caller_speech",  # the caller speaks (server VAD) over the assistant; speech_ms: how long it has
+    # been loud; greeting_ms: how long the greeting has been playing (None: not yet)
+    "dtmf",  # the caller pressed a key: digit, normalised (0-9 * # A-D, X for a flash)
+    "hangup",  # the caller hung up (AudioSocket EOF, chan_websocket close)
     "abort",  # a peer sent input the call cannot go on with
 )
 
@@ -248,6 +269,12 @@ class CallMachine(StateChart):  # type: ignore[type-arg]  # the model is the cha
     ended = State("ended", final=True)
 
     # Out of reconnect attempts: the apology. From anywhere in the live call, one edge each.
+    # The caller's side, in every conversation state: speech long enough cuts the assistant (not
+    # the protected start of the greeting); the repeat and human digits.
+    caller_speech = call.to(None, cond="long_speech", unless="greeting_protected", on="barge_in")  # type: ignore[arg-type]
+    dtmf = (call.to(None, cond="repeat_digit", on="repeat_answer")  # type: ignore[arg-type,operator]
+            | call.to(None, cond="human_digit", on="say_human"))  # type: ignore[arg-type]
+
     link_down = call.to(farewell, unless="may_reconnect")
     link_failed = call.to(farewell)
     farewell_done = farewell.to(ended)
@@ -256,6 +283,9 @@ class CallMachine(StateChart):  # type: ignore[type-arg]  # the model is the cha
 
     #: Events that, in an (atomic) state, are expected and change nothing.
     IGNORED: dict[str, frozenset[str]] = {
+        # Speech too short to cut the assistant ("ajá", noise), or over the protected greeting;
+        # a digit that is neither repeat nor human (logged by the session).
+        "call": frozenset({"caller_speech", "dtmf"}),
         # The caller spoke before our greeting got its turn: server VAD answered first.
         "greeting": frozenset({"turn_done", "progress_done", "recycle_due"}),
         # The model answered the caller without calling a tool; a progress update or a cancelled
@@ -278,8 +308,14 @@ class CallMachine(StateChart):  # type: ignore[type-arg]  # the model is the cha
     }
 
     def __init__(self, call_id: str = "-", *, max_reconnects: int = 4, backoff_s: float = 0.5,
-                 backoff_max_s: float = 4.0) -> None:
+                 backoff_max_s: float = 4.0, min_speech_ms: int = 500, greeting_protect_ms: int = 2000,
+                 repeat_digit: str = "#", human_digit: str = "0") -> None:
         self.call_id = call_id
+        self.min_speech_ms = min_speech_ms
+        self.greeting_protect_ms = greeting_protect_ms
+        self.repeat_key = repeat_digit
+        self.human_key = human_digit
+        self.barge_ins = 0
         self.max_reconnects = max_reconnects
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
@@ -364,6 +400,19 @@ class CallMachine(StateChart):  # type: ignore[type-arg]  # the model is the cha
     def link_is_up(self) -> bool:
         return "up" in self._active
 
+    def long_speech(self, speech_ms: int = 0) -> bool:
+        return speech_ms >= self.min_speech_ms
+
+    def greeting_protected(self, greeting_ms: int | None = None) -> bool:
+        """The start of the greeting is the caller's "¿aló?" time: it is not cut then."""
+        return "greeting" in self._active and (greeting_ms is None or greeting_ms < self.greeting_protect_ms)
+
+    def repeat_digit(self, digit: str = "") -> bool:
+        return digit == self.repeat_key
+
+    def human_digit(self, digit: str = "") -> bool:
+        return digit == self.human_key
+
     def quiet_moment(self) -> bool:
         return "listening" in self._active
 
@@ -411,6 +460,18 @@ class CallMachine(StateChart):  # type: ignore[type-arg]  # the model is the cha
         assert self.current_call is not None
         self.progress_updates += 1
         self.outbox.append(SpeakProgress(self.current_call))
+
+    def barge_in(self) -> None:
+        self.barge_ins += 1
+        self.outbox.append(BargeIn())
+
+    # A digit never cuts what is playing (the answer to a question the caller just asked may be
+    # on its way): the repeat plays after it, the human contact is said at the next free moment.
+    def repeat_answer(self) -> None:
+        self.outbox.append(RepeatAnswer())
+
+    def say_human(self) -> None:
+        self.outbox.append(SayHumanContact())
 
     def say_reconnected(self) -> None:
         self.outbox.append(SayReconnected())

@@ -15,6 +15,7 @@ from mikrovoice.call.machine import (
     LINK_STATES,
     AnswerTurn,
     AskReport,
+    BargeIn,
     CallMachine,
     CallMachineError,
     CancelQuery,
@@ -26,7 +27,9 @@ from mikrovoice.call.machine import (
     Reconnect,
     Recycle,
     RefuseToolCall,
+    RepeatAnswer,
     SayFarewell,
+    SayHumanContact,
     SayReconnected,
     SpeakPreamble,
     SpeakProgress,
@@ -48,6 +51,8 @@ DATA: dict[str, dict[str, Any]] = {
     "query_finished": {"result": RESULT},
     "link_down": {"reason": "drop"},
     "link_failed": {"reason": "refused"},
+    "caller_speech": {"speech_ms": 800, "greeting_ms": 2500},
+    "dtmf": {"digit": "#"},
     "hangup": {"reason": "caller hung up"},
     "abort": {"reason": "bad input"},
 }
@@ -113,7 +118,10 @@ ABORT: Outcome = ("ended", None, [EndCall("bad input", by_caller=False)])
 def _row(conversation: str, link: str, **outcomes: Outcome) -> dict[str, Outcome]:
     """A live configuration's row: the end events are the same everywhere in ``call``."""
     defaults: dict[str, Outcome] = {"link_failed": FAREWELL, "farewell_done": IMPOSSIBLE, "hangup": HANGUP,
-                                    "abort": ABORT}
+                                    "abort": ABORT,
+                                    # The caller's side: the same in every live configuration.
+                                    "caller_speech": (conversation, link, [BargeIn()]),
+                                    "dtmf": (conversation, link, [RepeatAnswer()])}
     row = {**defaults, **outcomes}
     assert set(row) == set(EVENTS) - ({"link_up"} if link == "up" else set()), (conversation, link)
     return row
@@ -736,3 +744,35 @@ def test_back_after_a_drop_a_replayed_question_without_answer_gets_one() -> None
     m.handle("recycle_due")  # after a recycle nothing is re-asked: the old session answered
     m.handle("link_up", turn_unanswered=True)
     assert m.take_commands() == [Recycle()]
+
+
+@pytest.mark.parametrize("conversation, link", LIVE)
+def test_short_speech_never_cuts_the_assistant(conversation: str, link: str) -> None:
+    m = machine_in(conversation, link, min_speech_ms=500)
+    before = configuration(m)
+    assert m.handle("caller_speech", speech_ms=480, greeting_ms=9000) is False
+    assert m.handle("caller_speech", speech_ms=500, greeting_ms=9000) is True
+    assert m.take_commands() == [BargeIn()] and configuration(m) == before and m.barge_ins == 1
+
+
+@pytest.mark.parametrize("link", ["connecting", "up", "reconnecting"])
+def test_the_start_of_the_greeting_is_protected(link: str) -> None:
+    m = machine_in("greeting", link, greeting_protect_ms=2000)
+    assert m.handle("caller_speech", speech_ms=5000, greeting_ms=None) is False  # not playing yet
+    assert m.handle("caller_speech", speech_ms=5000, greeting_ms=1999) is False
+    assert m.handle("caller_speech", speech_ms=5000, greeting_ms=2000) is True
+    assert m.take_commands() == [BargeIn()]
+    # Protection is the greeting's only: once listening, speech cuts at once.
+    m.handle("greeting_done")
+    assert m.handle("caller_speech", speech_ms=600, greeting_ms=None) is True
+
+
+@pytest.mark.parametrize("conversation, link", LIVE)
+def test_digits(conversation: str, link: str) -> None:
+    m = machine_in(conversation, link, repeat_digit="*", human_digit="9")
+    assert m.handle("dtmf", digit="#") is False and m.handle("dtmf", digit="X") is False
+    assert m.handle("dtmf", digit="*") is True
+    assert m.take_commands() == [RepeatAnswer()]  # never a barge-in: an answer may be on its way
+    assert m.handle("dtmf", digit="9") is True
+    assert m.take_commands() == [SayHumanContact()]
+    assert (m.state, m.link_state) == (conversation, link)
