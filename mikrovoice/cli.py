@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -21,7 +22,7 @@ from mikrovoice.logs import configure
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from mikrovoice.service import serve_calls, start_simulated_peers
+    from mikrovoice.service import CallService, serve_calls, serve_websocket_calls, start_simulated_peers
 
     if args.simulate:
         settings = load(args.config) if args.config else Settings()
@@ -35,13 +36,18 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError("serve needs --config FILE, or --simulate")
     if args.listen:
         settings = replace(settings, listen=parse_hostport(args.listen))
+    if args.websocket_listen:
+        settings = replace(settings, websocket_listen=parse_hostport(args.websocket_listen))
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             nonlocal settings
             if args.simulate:
                 settings = await start_simulated_peers(nursery, settings)
-            await nursery.start(serve_calls, settings)
+            service = CallService(settings)
+            await nursery.start(partial(serve_calls, settings, service=service))
+            if settings.websocket_listen is not None:
+                await nursery.start(partial(serve_websocket_calls, settings, service=service))
 
     trio.run(main)
     return 0
@@ -173,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="TOML configuration file (see mikrovoice.example.toml)")
     serve.add_argument("--simulate", action="store_true", help="use the simulated model and router fleet")
     serve.add_argument("--listen", help="AudioSocket HOST:PORT (overrides the file)")
+    serve.add_argument("--websocket-listen", help="chan_websocket HOST:PORT (overrides the file's [websocket] listen)")
     serve.set_defaults(run=_serve)
 
     demo = sub.add_parser("demo", help="the seed's acceptance call, end to end on the simulators")

@@ -74,6 +74,10 @@ class Phrases:
     model_unavailable: str = (
         "Lo siento, el asistente no está disponible en este momento. Por favor, intenta de nuevo en unos minutos."
     )
+    #: Said when the caller presses the "human" digit (``[dtmf] human``, default 0).
+    human_contact: str = (
+        "Para hablar con una persona del NOC, cuelga y llama a la línea de guardia del NOC."
+    )
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,25 @@ class RouterConfig:
 
 @dataclass(frozen=True)
 class Settings:
+    #: The AudioSocket listener (Asterisk's ``AudioSocket()`` app or ``Dial(AudioSocket/...)``).
     listen: tuple[str, int] = ("127.0.0.1", 9092)
+    #: The chan_websocket listener (``Dial(WebSocket/...)``, Asterisk >= 20.18/22.8/23.2); None: off.
+    websocket_listen: tuple[str, int] | None = None
+    #: Asterisk sent nothing at all for this long (not a frame, not a digit): the peer is gone.
+    #: A silent caller behind silence suppression sends nothing too, so keep it above the longest
+    #: quiet a caller may keep (a long query and its answer).
+    inactivity_timeout_s: float = 120.0
+    #: Part of an AudioSocket message arrived and the rest did not within this: the peer is broken
+    #: (Asterisk writes each message in one write; its own limit for our messages is 5 ms).
+    partial_frame_timeout_s: float = 1.0
+    #: Barge-in: the caller's speech must last this long before the assistant stops talking (an
+    #: "ajá", a cough or line noise neither cuts the assistant nor cancels a query).
+    min_speech_ms: int = 500
+    #: The first this-many ms of the greeting are not cut by the caller's speech ("¿aló?").
+    greeting_protect_ms: int = 2000
+    #: DTMF: the digit that repeats the last answer, and the one that says how to reach a human.
+    dtmf_repeat: str = "#"
+    dtmf_human: str = "0"
     #: The Realtime endpoint without the model: ``realtime_endpoint`` adds ``?model=`` from ``model``,
     #: so the URL and the session can never name two different models.
     realtime_url: str = "wss://api.openai.com/v1/realtime"
@@ -151,7 +173,10 @@ class Settings:
 
 
 _SECTIONS = {
-    "audiosocket": {"listen"},
+    "audiosocket": {"listen", "inactivity_timeout_s", "partial_frame_timeout_s"},
+    "websocket": {"listen"},
+    "call": {"min_speech_ms", "greeting_protect_ms"},
+    "dtmf": {"repeat", "human"},
     "openai": {"url", "model", "reasoning_effort", "voice", "ping_interval_s", "pong_timeout_s", "connect_timeout_s",
                "audio_chunk_ms", "reconnect_attempts", "reconnect_backoff_s", "reconnect_backoff_max_s",
                "session_recycle_s", "max_audio_lag_ms"},
@@ -167,6 +192,11 @@ def _check_keys(where: str, table: dict[str, Any], allowed: set[str]) -> None:
     unknown = set(table) - allowed
     if unknown:
         raise ConfigError(f"[{where}]: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+
+
+def _setting(name: str, value: object) -> dict[str, Any]:
+    """One field for ``replace`` by name (the name comes from a checked table)."""
+    return {name: value}
 
 
 def load(path: str | Path, environ: dict[str, str] | None = None) -> Settings:
@@ -211,6 +241,31 @@ def load(path: str | Path, environ: dict[str, str] | None = None) -> Settings:
     )
     if "listen" in audiosocket:
         settings = replace(settings, listen=parse_hostport(audiosocket["listen"]))
+    for key in ("inactivity_timeout_s", "partial_frame_timeout_s"):
+        if key in audiosocket:
+            value = float(audiosocket[key])
+            if value <= 0:
+                raise ConfigError(f"[audiosocket] {key}: must be positive, got {value}")
+            settings = replace(settings, **_setting(key, value))
+    websocket = data.get("websocket", {})
+    if "listen" in websocket:
+        settings = replace(settings, websocket_listen=parse_hostport(websocket["listen"]))
+    call = data.get("call", {})
+    for key in ("min_speech_ms", "greeting_protect_ms"):
+        if key in call:
+            value = call[key]
+            if not isinstance(value, int) or not 0 <= value <= 10_000:
+                raise ConfigError(f"[call] {key}: expected milliseconds 0..10000, got {value!r}")
+            settings = replace(settings, **_setting(key, value))
+    dtmf = data.get("dtmf", {})
+    for key in ("repeat", "human"):
+        if key in dtmf:
+            digit = str(dtmf[key])
+            if len(digit) != 1 or digit not in "0123456789*#ABCD":
+                raise ConfigError(f"[dtmf] {key}: expected one DTMF digit (0-9 * # A-D), got {digit!r}")
+            settings = replace(settings, **_setting(f"dtmf_{key}", digit))
+    if settings.dtmf_repeat == settings.dtmf_human:
+        raise ConfigError(f"[dtmf] repeat and human are both {settings.dtmf_repeat!r}")
     for key, attr in (("url", "realtime_url"), ("model", "model"), ("voice", "voice"),
                       ("ping_interval_s", "ping_interval_s"), ("pong_timeout_s", "pong_timeout_s"),
                       ("connect_timeout_s", "connect_timeout_s"), ("audio_chunk_ms", "model_audio_chunk_ms"),

@@ -1,4 +1,5 @@
-"""The service: an AudioSocket listener that runs one CallSession per Asterisk connection.
+"""The service: listeners for Asterisk (AudioSocket, and chan_websocket when configured) that run
+one CallSession per call, whichever transport carries it (``telephony.leg``).
 
 A connection's failure is that call's failure: every exception a call raises is logged with
 its call id and the listener goes on. ``start_simulated_peers`` brings up the simulated model
@@ -12,6 +13,8 @@ import logging
 from dataclasses import dataclass, field, replace
 
 import trio
+from trio_websocket import ConnectionClosed, wrap_server_stream
+from wsproto.utilities import ProtocolError
 
 from mikrovoice.call.prompts import Prompts
 from mikrovoice.call.session import CallRecord, CallSession
@@ -21,7 +24,11 @@ from mikrovoice.net import Dialer, open_tcp
 from mikrovoice.routeros.fleet import RouterFleet
 from mikrovoice.sim.realtime import SimModelConfig, serve_model
 from mikrovoice.sim.routeros import FleetProfile, make_fleet, serve_fleet
+from mikrovoice.telephony.audiosocket_leg import AudioSocketLeg
+from mikrovoice.telephony.leg import CallerLeg
 from mikrovoice.telephony.server import set_nodelay
+from mikrovoice.telephony.websocket_leg import WebSocketLeg
+from mikrovoice.telephony.websocket_leg import accept as accept_websocket
 from mikrovoice.tools import NocTools
 
 log = logging.getLogger("mikrovoice.service")
@@ -46,8 +53,26 @@ class CallService:
         self.tools = NocTools(RouterFleet(settings.routers, settings.router_concurrency, settings.router_timeout_s, dial))
 
     async def handle(self, stream: trio.abc.Stream) -> None:
-        """One Asterisk connection, from its first byte to its end. Never raises (but Cancelled)."""
-        session = CallSession(self.settings, self.tools, stream, self.dial, self.prompts)
+        """One AudioSocket connection, from its first byte to its end. Never raises (but Cancelled)."""
+        await self.handle_leg(AudioSocketLeg(stream, partial_frame_timeout_s=self.settings.partial_frame_timeout_s))
+
+    async def handle_websocket(self, stream: trio.abc.Stream) -> None:
+        """One chan_websocket connection: the handshake (subprotocol ``media``), then the call."""
+        async with trio.open_nursery() as nursery:
+            try:
+                request = await wrap_server_stream(nursery, stream, max_message_size=65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed, ProtocolError) as exc:
+                event(log, "call.websocket_handshake_failed", level=logging.WARNING, error=str(exc) or type(exc).__name__)
+                await trio.aclose_forcefully(stream)
+                return
+            ws = await accept_websocket(request)
+            if ws is not None:
+                await self.handle_leg(WebSocketLeg(ws))
+            nursery.cancel_scope.cancel()
+
+    async def handle_leg(self, leg: CallerLeg) -> None:
+        """One call on any transport, to its end. Never raises (but Cancelled)."""
+        session = CallSession(self.settings, self.tools, leg, self.dial, self.prompts)
         self.stats.calls.append(session.record)
         try:
             await session.run()
@@ -60,10 +85,11 @@ async def serve_calls(
     stats: ServiceStats | None = None,
     *,
     dial: Dialer = open_tcp,
+    service: CallService | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Listen for Asterisk; ``started()`` hands back the bound port."""
-    service = CallService(settings, stats, dial)
+    """Listen for Asterisk's AudioSocket; ``started()`` hands back the bound port."""
+    service = service or CallService(settings, stats, dial)
 
     async def handler(stream: trio.SocketStream) -> None:
         set_nodelay(stream)
@@ -74,6 +100,31 @@ async def serve_calls(
     bound = listeners[0].socket.getsockname()[1]
     event(log, "service.listening", host=host, port=bound, routers=len(settings.routers),
           endpoint=settings.realtime_url.split("?", 1)[0], model=settings.model)
+    task_status.started(bound)
+    await trio.serve_listeners(handler, listeners)
+
+
+async def serve_websocket_calls(
+    settings: Settings,
+    stats: ServiceStats | None = None,
+    *,
+    dial: Dialer = open_tcp,
+    service: CallService | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen for Asterisk's chan_websocket (``Dial(WebSocket/...)``); ``started()`` hands back the port."""
+    if settings.websocket_listen is None:
+        raise ValueError("no [websocket] listen address configured")
+    service = service or CallService(settings, stats, dial)
+
+    async def handler(stream: trio.SocketStream) -> None:
+        set_nodelay(stream)
+        await service.handle_websocket(stream)
+
+    host, port = settings.websocket_listen
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound = listeners[0].socket.getsockname()[1]
+    event(log, "service.listening_websocket", host=host, port=bound, subprotocol="media")
     task_status.started(bound)
     await trio.serve_listeners(handler, listeners)
 

@@ -1,12 +1,15 @@
 """CallSession: one phone call, driven by Trio tasks in one nursery, decided by CallMachine.
 
 Tasks of a call (all in the call's nursery; when the call ends, all of them have ended):
-- ``Playout.run``: paced audio to Asterisk, silence (or comfort audio) from the first moment;
+- ``leg.play``: the playout's audio to Asterisk at the transport's pace (``telephony.leg``:
+  AudioSocket or chan_websocket; the call does not know which), comfort audio in the silences;
 - ``_run_link`` (one per model session): ``RealtimeLink.run``; its end is ``link_down`` (worth a
   reconnect) or ``link_failed`` (the key, the account or the session was refused);
 - ``_model_events`` (one per model session): typed model events -> playout, response gate,
   conversation ledger, machine events; events of a retired session are dropped;
-- ``_audio_in``: Asterisk frames -> mu-law -> ``input_audio_buffer.append``; EOF is ``hangup``;
+- ``_audio_in``: the leg's events: caller audio (8 kHz mu-law) -> ``input_audio_buffer.append``,
+  and how long the caller has been loud (barge-in: ``caller_speech``); DTMF -> ``dtmf``; the
+  leg's end -> ``hangup`` (or ``abort`` for a broken peer);
 - ``_feed_clock``: the caller's audio goes to the model in chunks (``ModelFeed``); when Asterisk
   sends nothing (a silent phone), silence keeps the model's audio clock running, so that its
   server VAD can end the caller's turn;
@@ -28,7 +31,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +41,7 @@ from mikrovoice.call.comfort import ComfortAudio
 from mikrovoice.call.machine import (
     AnswerTurn,
     AskReport,
+    BargeIn,
     CallMachine,
     CallMachineError,
     CancelQuery,
@@ -50,7 +53,9 @@ from mikrovoice.call.machine import (
     Reconnect,
     Recycle,
     RefuseToolCall,
+    RepeatAnswer,
     SayFarewell,
+    SayHumanContact,
     SayReconnected,
     SpeakPreamble,
     SpeakProgress,
@@ -69,27 +74,19 @@ from mikrovoice.realtime.conversation import Conversation
 from mikrovoice.realtime.link import LinkClosed, RealtimeLink
 from mikrovoice.routeros.fleet import FanOut
 from mikrovoice.telephony import g711
-from mikrovoice.telephony.audiosocket import (
-    Audio,
-    AudioSocketProtocolError,
-    CallId,
-    Dtmf,
-    ErrorMessage,
-    Hangup,
-    encode,
-)
 from mikrovoice.telephony.inbound import ModelFeed
-from mikrovoice.telephony.server import AudioSocketStream, Playout
+from mikrovoice.telephony.leg import CallerAudio, CallerLeg, Digit, LegEnded
+from mikrovoice.telephony.server import Playout
 from mikrovoice.tools import NocTools
 
 log = logging.getLogger("mikrovoice.call")
 
-UUID_TIMEOUT_S = 5.0
 LINK_CLOSE_S = 2.0
 #: After this many responses in a row refused by the model (errors other than "busy"), the model
 #: is treated as unavailable: the caller hears the apology and the call ends.
 MAX_REFUSALS = 3
 _DONE_EVENTS = {"greeting": "greeting_done", "progress": "progress_done", "preamble": "progress_done",
+                "human": "progress_done",  # a scripted line: its end changes nothing
                 "report": "report_done"}
 #: A response refused for a rate limit is asked for again after this (others: the policy's retry_s).
 RATE_LIMIT_RETRY_S = 2.0
@@ -102,6 +99,9 @@ CALLER_AUDIO_KEPT_S = 10.0
 TURN_LEAD_S = 1.0
 #: How often a session due for recycling looks for a quiet moment.
 RECYCLE_POLL_S = 1.0
+#: The caller's loudness counted for a barge-in starts this long before server VAD's speech_started
+#: reaches us (its detection and our chunking delay it).
+SPEECH_LEAD_S = 0.5
 _FAREWELL_ITEM = "prompt:model_unavailable"
 _HOLD_ITEM = "prompt:connection_hold"
 
@@ -161,6 +161,12 @@ class CallRecord:
     dropped_audio_chunks: int = 0  # caller audio older than max_audio_lag_ms when its turn came
     comfort_frames: int = 0
     cut_by_drop: list[float] = field(default_factory=list)  # when a dying session's unfinished speech was cut
+    transport: str = "-"  # "audiosocket" or "websocket"
+    caller_id: str | None = None  # when the transport tells it (chan_websocket's CALLERID(num))
+    barge_ins: list[tuple[float, str, int]] = field(default_factory=list)  # when, item, ms the caller heard of it
+    digits: list[tuple[float, str]] = field(default_factory=list)  # DTMF the caller pressed: when, which
+    repeats: int = 0  # answers played again for the repeat digit
+    human_contacts: int = 0  # times the caller was told how to reach a human
     end_reason: str | None = None
     ended: bool = False
     ended_at: float = 0.0
@@ -169,14 +175,14 @@ class CallRecord:
 
 class CallSession:
     def __init__(
-        self, settings: Settings, tools: NocTools, stream: trio.abc.Stream, dial: Dialer = open_tcp,
+        self, settings: Settings, tools: NocTools, leg: CallerLeg, dial: Dialer = open_tcp,
         prompts: Prompts | None = None,
     ) -> None:
         self.settings = settings
         self.tools = tools
         self.dial = dial
         self.prompts = prompts or Prompts.load(settings)
-        self.asterisk = AudioSocketStream(stream)
+        self.leg = leg
         self.record = CallRecord(started_at=trio.current_time())
         self.gate = self._new_gate()
         self.conversation = Conversation()
@@ -211,6 +217,18 @@ class CallSession:
         self._open_responses: dict[str, str] = {}  # created, not done: response id -> kind
         self._transcribed: set[str] = set()  # of those, the ones whose audio we hold whole
         self._finished_items: set[str] = set()  # output items whose audio we hold whole
+        # Barge-in: when the caller's current turn began (server VAD), their loud ms since, and
+        # whether this turn has already cut the assistant.
+        self._loudness: deque[tuple[float, int]] = deque()  # (received at, loud ms in that audio)
+        self._speech_started_at: float | None = None
+        self._barged_this_turn = False
+        self._greeting_audio_at: float | None = None  # the greeting's first audio reached the playout
+        # DTMF repeat: the audio of answers, per output item, and the last one said whole.
+        self._item_audio: dict[str, bytearray] = {}
+        self._last_answer: bytes | None = None
+        self._repeats = 0
+        self._human_pending = False  # the human digit was pressed; its phrase waits for a free line
+        self._asterisk_heard_at = self._busy_at = trio.current_time()  # the inactivity watch
 
     def _new_gate(self) -> rt.ResponseGate:
         # A response the server starts by itself after our function_call_output sees the result:
@@ -220,22 +238,23 @@ class CallSession:
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self) -> CallRecord:
-        try:
-            first = await self._first_message()
-        except AudioSocketProtocolError as exc:
-            event(log, "call.rejected", level=logging.WARNING, error=str(exc))
-            first = None
-        if first is None:
-            await self.asterisk.stream.aclose()
-            self.record.end_reason = "no call: the connection did not start with a UUID"
+        start = await self.leg.start()
+        if start is None:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await self.leg.aclose()
+            self.record.end_reason = "no call: the connection did not start a call"
             self._finish()
             return self.record
-        self.record.call_id = str(first)
+        self.record.call_id = start.call_id
+        self.record.transport = self.leg.transport
+        self.record.caller_id = start.caller_id
         call_id_var.set(self.record.call_id)
         settings = self.settings
         self.machine = CallMachine(
             self.record.call_id, max_reconnects=settings.reconnect_attempts, backoff_s=settings.reconnect_backoff_s,
-            backoff_max_s=settings.reconnect_backoff_max_s,
+            backoff_max_s=settings.reconnect_backoff_max_s, min_speech_ms=settings.min_speech_ms,
+            greeting_protect_ms=settings.greeting_protect_ms, repeat_digit=settings.dtmf_repeat,
+            human_digit=settings.dtmf_human,
         )
         self.record.states = self.machine.trace
         self.record.link_states = self.machine.link_trace
@@ -244,7 +263,7 @@ class CallSession:
         self.feed = ModelFeed(trio.current_time(), chunk_s=settings.model_audio_chunk_ms / 1000)
         self.playout = Playout(on_speaking_change=lambda speaking: self._refresh_quiet())
         self.playout.comfort = ComfortAudio.from_settings(settings)
-        event(log, "call.started")
+        event(log, "call.started", transport=self.leg.transport, caller=start.caller_id or "-")
         try:
             async with trio.open_nursery() as outer:
                 self._link_nursery = outer
@@ -252,11 +271,12 @@ class CallSession:
                 # query included); then the link gets a graceful WebSocket close, bounded in time.
                 async with trio.open_nursery() as work:
                     self.nursery = work
-                    work.start_soon(self.playout.run, self._send_to_asterisk)
+                    work.start_soon(self._play)
                     self._open_link(resume=False)
                     work.start_soon(self._audio_in)
                     work.start_soon(self._feed_clock)
                     work.start_soon(self._recycle_clock)
+                    work.start_soon(self._inactivity_watch)
                 if self.link is not None:
                     with trio.move_on_after(LINK_CLOSE_S):
                         await self.link.aclose()
@@ -264,8 +284,11 @@ class CallSession:
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 if self._we_hang_up:
-                    await self._send_to_asterisk(encode(Hangup()))
-                await self.asterisk.stream.aclose()
+                    try:
+                        await self.leg.hang_up()
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass  # the caller's side went first
+                await self.leg.aclose()
             self.record.progress_updates = self.machine.progress_updates
             self.record.comfort_frames = self.playout.comfort_frames
             self._finish()
@@ -279,19 +302,6 @@ class CallSession:
         self.record.ended_at = trio.current_time()
         self.record.finished.set()
 
-    async def _first_message(self) -> uuid.UUID | None:
-        with trio.move_on_after(UUID_TIMEOUT_S):
-            message = await self.asterisk.receive()
-            if isinstance(message, CallId):
-                return message.value
-            if isinstance(message, Hangup):
-                event(log, "call.no_uuid", level=logging.WARNING,
-                      error="connection closed before the UUID (is the channel answered before AudioSocket()?)")
-                return None
-            raise AudioSocketProtocolError(f"expected the UUID first, got {message}")
-        event(log, "call.no_uuid", level=logging.WARNING, error=f"no UUID within {UUID_TIMEOUT_S:g} s")
-        return None
-
     def _session_settings(self) -> rt.SessionSettings:
         return rt.SessionSettings(
             model=self.settings.model,
@@ -301,12 +311,10 @@ class CallSession:
             reasoning_effort=self.settings.reasoning_effort,
         )
 
-    async def _send_to_asterisk(self, data: bytes) -> None:
-        """The playout's writes, then our 0x00 after the playout has stopped: never two at once."""
-        try:
-            await self.asterisk.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self.handle("hangup", reason="the AudioSocket connection broke")
+    async def _play(self) -> None:
+        """The playout to Asterisk; if the connection breaks, the caller is gone."""
+        await self.leg.play(self.playout)
+        self.handle("hangup", reason="the connection to Asterisk broke")
 
     # ------------------------------------------------------------------ the model session
 
@@ -511,10 +519,32 @@ class CallSession:
                 self._open_link(resume=True)
             elif isinstance(command, SayFarewell):
                 self._say_farewell(command.reason)
+            elif isinstance(command, BargeIn):
+                self._barge_in()
+            elif isinstance(command, RepeatAnswer):
+                self._repeat_answer()
+            elif isinstance(command, SayHumanContact):
+                self.record.human_contacts += 1
+                event(log, "call.dtmf_human", phrase=phrases.human_contact)
+                self._human_pending = True
+                self._deliver_pending()
             elif isinstance(command, EndCall):
                 self.record.end_reason = command.reason
                 self._we_hang_up = not command.by_caller
                 self.nursery.cancel_scope.cancel()
+
+    def _repeat_answer(self) -> None:
+        """The repeat digit: the last answer again, as the caller heard it the first time (our
+        copy of its audio: no model round trip, the same words)."""
+        if self._last_answer is None:
+            event(log, "call.dtmf_repeat", outcome="nothing to repeat yet")
+            return
+        self._repeats += 1
+        self.record.repeats += 1
+        item = f"prompt:repeat:{self._repeats}"
+        event(log, "call.dtmf_repeat", outcome="repeated", seconds=round(len(self._last_answer) / 16000, 1))
+        self.playout.enqueue(item, self._last_answer)
+        self.playout.end_item(item)
 
     @property
     def policy(self) -> ProgressPolicy:
@@ -560,10 +590,17 @@ class CallSession:
         first, then the result, once (a model given the output during the caller's new question
         answers the result and forgets the question)."""
         result = self._pending_result
-        if result is None or self.link is None or not self._session_checked:
+        if (result is None and not self._human_pending) or self.link is None or not self._session_checked:
             return
         if self.gate.busy or self.gate.held or self.caller_speaking or self._turn_awaiting_response:
             return  # asked again on every change of the gate and of the line
+        if self._human_pending:  # the human digit's phrase, by the same rule; the result after it
+            self._human_pending = False
+            phrases = self.settings.phrases
+            self._request_response("human", phrases.say_instructions.format(phrase=phrases.human_contact),
+                                   tool_choice="none")
+            return
+        assert result is not None
         self._pending_result = None
         self._send_tool_output(result.call.call_id, result.output)
         self._request_response("report", self.settings.phrases.report_instructions, after_output=result.call.call_id)
@@ -660,28 +697,90 @@ class CallSession:
 
     # ------------------------------------------------------------------ tasks
 
+    async def _inactivity_watch(self) -> None:
+        """Nothing from Asterisk (not a frame, not a digit) for ``inactivity_timeout_s`` while the
+        call is idle (listening, nobody speaking, nothing queued): the caller is gone, or the peer
+        is dead or broken (it stopped sending after its first message). A silent phone behind
+        silence suppression sends nothing too, so the clock runs only while nothing happens."""
+        timeout = self.settings.inactivity_timeout_s
+        while True:
+            await trio.sleep_until(max(self._asterisk_heard_at, self._busy_at) + timeout)
+            if self._call_busy():
+                self._busy_at = trio.current_time()
+                continue
+            if trio.current_time() >= max(self._asterisk_heard_at, self._busy_at) + timeout:
+                event(log, "call.inactive", level=logging.WARNING, seconds=timeout,
+                      error=f"nothing from Asterisk for {timeout:g} s while the call was idle")
+                self.handle("abort", reason=f"nothing from Asterisk for {timeout:g} s")
+                return
+
+    def _call_busy(self) -> bool:
+        return (self.machine.state != "listening" or self.playout.speaking or self.playout.has_speech
+                or self.caller_speaking or self.gate.busy)
+
     async def _audio_in(self) -> None:
         while True:
-            try:
-                message = await self.asterisk.receive()
-            except AudioSocketProtocolError as exc:
-                event(log, "call.bad_audiosocket", level=logging.ERROR, error=str(exc))
-                self.handle("abort", reason=f"AudioSocket protocol error: {exc}")
-                return
-            if isinstance(message, Audio):
-                if message.kind != 0x10:
-                    event(log, "call.bad_audiosocket", level=logging.ERROR, error=f"audio at {message.sample_rate} Hz; use the dialplan app or c(slin)")
-                    self.handle("abort", reason="AudioSocket audio is not 8 kHz slin")
-                    return
-                for chunk in self.feed.caller_audio(g711.slin_to_ulaw(message.payload), trio.current_time()):
+            leg_event = await self.leg.receive()
+            self._asterisk_heard_at = trio.current_time()
+            if isinstance(leg_event, CallerAudio):
+                now = trio.current_time()
+                if leg_event.loud_ms:
+                    self._loudness.append((now, leg_event.loud_ms))
+                    while self._loudness and self._loudness[0][0] < now - 10.0:
+                        self._loudness.popleft()
+                for chunk in self.feed.caller_audio(leg_event.ulaw, now):
                     self._send_caller_audio(chunk)
-            elif isinstance(message, Hangup):
-                self.handle("hangup", reason="caller hung up")
+                if leg_event.loud_ms:
+                    self._check_barge_in()
+            elif isinstance(leg_event, Digit):
+                self.record.digits.append((trio.current_time(), leg_event.digit))
+                event(log, "call.dtmf", digit=leg_event.digit, state=self.machine.state)
+                self.handle("dtmf", digit=leg_event.digit)
+            elif isinstance(leg_event, LegEnded):
+                if leg_event.error:
+                    event(log, "call.bad_peer", level=logging.ERROR, transport=self.leg.transport,
+                          error=leg_event.reason)
+                    self.handle("abort", reason=leg_event.reason)
+                else:
+                    self.handle("hangup", reason=leg_event.reason)
                 return
-            elif isinstance(message, Dtmf):
-                event(log, "call.dtmf", digit=message.digit)
-            elif isinstance(message, ErrorMessage):
-                event(log, "call.asterisk_error", level=logging.WARNING, code=message.code.hex())
+
+    def _speech_ms(self) -> int:
+        """How long the caller has been loud in their current turn (server VAD's speech_started,
+        less SPEECH_LEAD_S for its detection delay)."""
+        if self._speech_started_at is None:
+            return 0
+        since = self._speech_started_at - SPEECH_LEAD_S
+        return sum(ms for at, ms in self._loudness if at >= since)
+
+    def _check_barge_in(self) -> None:
+        """The caller is speaking (server VAD) over the assistant: tell the machine how long, so it
+        can decide on a barge-in (min_speech_ms, the greeting's protected start)."""
+        if not self.caller_speaking or self._barged_this_turn:
+            return
+        if not (self.playout.speaking or self.playout.has_speech or self.gate.active_id is not None):
+            return  # nothing to cut: the assistant is silent
+        greeting_ms = (None if self._greeting_audio_at is None
+                       else int((trio.current_time() - self._greeting_audio_at) * 1000))
+        before = self.machine.barge_ins
+        self.handle("caller_speech", speech_ms=self._speech_ms(), greeting_ms=greeting_ms)
+        self._barged_this_turn = self.machine.barge_ins > before
+
+    def _barge_in(self) -> None:
+        """Stop the assistant where the caller is: the leg drops what they have not heard (AudioSocket:
+        the queue, at once; chan_websocket: FLUSH_MEDIA), the response stops, and each cut item is
+        truncated at what the caller heard of it (never past its real length)."""
+        now = trio.current_time()
+        for truncation in self.leg.barge_in(self.playout):
+            self.record.barge_ins.append((now, truncation.item_id, truncation.played_ms))
+            event(log, "call.barge_in", item=truncation.item_id, heard_ms=truncation.played_ms)
+            if truncation.item_id.startswith("prompt:"):
+                continue  # our own recording: the model never said it
+            self.conversation.assistant_truncated(truncation.item_id, truncation.played_ms)
+            self._send_model(rt.client_truncate(truncation.item_id, truncation.played_ms))
+        active = self.gate.active_id
+        if active is not None and active != "unknown" and active in self._open_responses:
+            self._send_model(rt.client_response_cancel(active))
 
     async def _feed_clock(self) -> None:
         """Send what waited a whole chunk, and silence when Asterisk sends nothing (a silent caller)."""
@@ -720,7 +819,13 @@ class CallSession:
             if self.gate.kind_of(e.response_id) == rt.DUPLICATE:
                 return  # a second report of the same result, cancelled by the gate: never played
             self._responses_with_audio.add(e.response_id)
-            self.playout.enqueue(e.item_id, g711.ulaw_to_slin(e.audio))
+            pcm = g711.ulaw_to_slin(e.audio)
+            kind = self.gate.kind_of(e.response_id) or "turn"
+            if kind == "greeting" and self._greeting_audio_at is None:
+                self._greeting_audio_at = trio.current_time()
+            if kind in ("turn", "report"):
+                self._item_audio.setdefault(e.item_id, bytearray()).extend(pcm)
+            self.playout.enqueue(e.item_id, pcm)
         elif isinstance(e, rt.ResponseCreated):
             self._refusals_in_a_row = 0
             self._turn_awaiting_response = False
@@ -734,6 +839,9 @@ class CallSession:
             self._transcribed.add(e.response_id)
             self._finished_items.add(e.item_id)
             self.playout.end_item(e.item_id)
+            answer = self._item_audio.pop(e.item_id, None)
+            if answer:
+                self._last_answer = bytes(answer)  # what the repeat digit plays again
             self.conversation.assistant_said(e.item_id, e.transcript)
             event(log, "model.said", kind=self.gate.kind_of(e.response_id) or "turn", text=e.transcript)
         elif isinstance(e, rt.FunctionCall):
@@ -766,16 +874,14 @@ class CallSession:
             self.caller_speaking = True
             if self._turn_open_since is None:
                 self._turn_open_since = trio.current_time() - TURN_LEAD_S
-            self.playout.comfort_on = False  # at once, before anything else
-            for truncation in self.playout.flush():
-                event(log, "call.barge_in", item=truncation.item_id, heard_ms=truncation.played_ms)
-                if truncation.item_id.startswith("prompt:"):
-                    continue  # our own recording: the model never said it
-                self.conversation.assistant_truncated(truncation.item_id, truncation.played_ms)
-                self._send_model(rt.client_truncate(truncation.item_id, truncation.played_ms))
+            self._speech_started_at = trio.current_time()
+            self._barged_this_turn = False
+            self.playout.comfort_on = False  # at once: no texture over the caller
             self._send_gated(self.gate.hold(True))
+            self._check_barge_in()  # the caller may have been loud long enough already
         elif isinstance(e, rt.SpeechStopped):
             self.caller_speaking = False
+            self._speech_started_at = None
             self._turn_ended = next(self._order)
             # Server VAD is about to answer this turn: the result waits for that answer.
             self._turn_awaiting_response = True

@@ -394,7 +394,10 @@ def client_session_update(settings: SessionSettings) -> JSON:
             "prefix_padding_ms": settings.vad_prefix_padding_ms,
             "silence_duration_ms": settings.vad_silence_ms,
             "create_response": True,
-            "interrupt_response": True,
+            # Barge-in is ours: the caller must speak min_speech_ms before the assistant stops
+            # ("ajá" and line noise must not cut it), and what is cut is truncated at what the
+            # caller heard (call.session._barge_in), so the server must not cancel on its own.
+            "interrupt_response": False,
         },
     }
     if settings.transcription_model:

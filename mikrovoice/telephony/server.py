@@ -1,10 +1,16 @@
 """The Trio side of AudioSocket: the TCP listener, the inbound reader and the paced playout.
 
-``Playout`` is the only thing that writes audio to Asterisk: one 20 ms frame every 20 ms,
-scheduled against a monotonic deadline (never bursting to catch up after a stall), silence
-whenever there is nothing to say, from the first moment of the call (Asterisk's dialplan app
-drops a call after 2 s without a frame; research/asterisk-media.md sections 1.7 and 5). Each
-frame is one buffer, written with one ``send_all`` on a TCP_NODELAY socket.
+``Playout`` holds what the caller is to hear; ``take()`` gives the next 20 ms frame (speech,
+comfort audio, or silence) and the transport moves it. Over AudioSocket, ``run`` sends one 20 ms
+frame every 20 ms, scheduled against a monotonic deadline (never bursting to catch up after a
+stall), silence whenever there is nothing to say, from the first moment of the call: Asterisk
+neither buffers nor re-times what the server sends (research/asterisk-media.md section 1.7).
+Silence is sent for the caller's ear, not for a timer: the dialplan app's 2 s timeout
+(``app_audiosocket.c``, ``ast_waitfor_nandfds(..., 2000)``, AA L173-177, L218-222) fires only
+when *neither* side has sent anything for 2 s, so it could only fire here if the caller were
+silent (a phone with silence suppression sends no frames) and we were too; the channel driver
+(``Dial(AudioSocket/...)``) has no timer at all. Each frame is one buffer, written with one
+``send_all`` on a TCP_NODELAY socket (Asterisk gives the rest of a message 5 ms).
 
 Comfort audio (``call.comfort``) is a bed under the silence, never under speech: while the session
 has ``comfort_on`` set and no speech frame is queued, each tick sends the next comfort frame
@@ -45,6 +51,18 @@ class Truncation:
     played_ms: int
 
 
+@dataclass(frozen=True)
+class Frame:
+    """One 20 ms frame of the playout: 320 bytes of 8 kHz slin, and what it is."""
+
+    pcm: bytes
+    kind: str  # "speech", "comfort" or "silence"
+    item_id: str | None = None  # the output item a speech frame belongs to
+
+
+_SILENCE = Frame(SILENCE_FRAME, "silence")
+
+
 class ComfortSource(Protocol):
     """An endless source of comfort audio (``mikrovoice.call.comfort.ComfortAudio``)."""
 
@@ -66,6 +84,7 @@ class Playout:
         self._frames: deque[tuple[str, bytes]] = deque()
         self._partial: tuple[str, bytearray] | None = None
         self._played_ms: dict[str, int] = {}
+        self._item_bytes: dict[str, int] = {}  # each item's real length: its last frame is padded
         self._current_item: str | None = None
         self._on_speaking_change = on_speaking_change
         self.speaking = False
@@ -118,6 +137,7 @@ class Playout:
             self._partial = (item_id, bytearray())
         buffer = self._partial[1]
         buffer += pcm
+        self._item_bytes[item_id] = self._item_bytes.get(item_id, 0) + len(pcm)
         while len(buffer) >= SLIN8_FRAME_BYTES:
             self._frames.append((item_id, bytes(buffer[:SLIN8_FRAME_BYTES])))
             del buffer[:SLIN8_FRAME_BYTES]
@@ -149,7 +169,16 @@ class Playout:
         self._partial = None
         self._comfort_on = self._comfort_playing = False  # at once: no fade-out over the caller
         self._comfort_tail.clear()
-        return [Truncation(item_id, self._played_ms.get(item_id, 0)) for item_id in dropped]
+        return [Truncation(item_id, self.played_ms(item_id)) for item_id in dropped]
+
+    def played_ms(self, item_id: str) -> int:
+        """How much of an item has been taken for playing, never past its real length (its
+        last frame is padded): ``conversation.item.truncate`` refuses an end past the audio."""
+        return min(self._played_ms.get(item_id, 0), self.item_ms(item_id))
+
+    def item_ms(self, item_id: str) -> int:
+        """The item's real length so far, in whole ms of 8 kHz slin."""
+        return self._item_bytes.get(item_id, 0) // 16
 
     def flush_items(self, drop: Callable[[str], bool]) -> list[Truncation]:
         """Drop the queued audio of the items ``drop`` selects (a dead model session's unfinished
@@ -169,9 +198,21 @@ class Playout:
             if self._partial[0] not in dropped:
                 dropped.append(self._partial[0])
             self._partial = None
-        return [Truncation(item_id, self._played_ms.get(item_id, 0)) for item_id in dropped]
+        return [Truncation(item_id, self.played_ms(item_id)) for item_id in dropped]
 
-    def _next_frame(self) -> bytes:
+    @property
+    def has_sound(self) -> bool:
+        """``take()`` would give speech or comfort audio, not silence."""
+        return bool(self._frames) or (self._comfort_on and self._comfort is not None) or bool(self._comfort_tail)
+
+    @property
+    def has_speech(self) -> bool:
+        """Speech is queued (whole frames or a partial one)."""
+        return bool(self._frames) or self._partial is not None
+
+    def take(self) -> Frame:
+        """The next 20 ms: queued speech, else comfort audio (or its fade-out), else silence.
+        Taking a speech frame counts it as played (``played_ms``): the transport sends it now."""
         if self._frames:
             item_id, frame = self._frames.popleft()
             self._current_item = item_id
@@ -180,18 +221,22 @@ class Playout:
             self.voice_frames_sent += 1
             self._comfort_playing = False
             self._comfort_tail.clear()
-            return encode(Audio(frame))
+            return Frame(frame, "speech", item_id)
         self._set_speaking(False)
         if self._comfort_on and self._comfort is not None:
             if not self._comfort_playing:
                 self._comfort.restart()
                 self._comfort_playing = True
             self.comfort_frames += 1
-            return encode(Audio(self._comfort.next_frame()))
+            return Frame(self._comfort.next_frame(), "comfort")
         if self._comfort_tail:
             self.comfort_frames += 1
-            return encode(Audio(self._comfort_tail.popleft()))
-        return _SILENCE_MESSAGE
+            return Frame(self._comfort_tail.popleft(), "comfort")
+        return _SILENCE
+
+    def _next_frame(self) -> bytes:
+        frame = self.take()
+        return _SILENCE_MESSAGE if frame is _SILENCE else encode(Audio(frame.pcm))
 
     def _set_speaking(self, speaking: bool) -> None:
         if speaking != self.speaking:

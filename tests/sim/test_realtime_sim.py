@@ -57,6 +57,13 @@ PROBE = {"type": "input_audio_buffer.clear", "event_id": "probe"}
 MARKER = {"type": "conversation.item.retrieve", "event_id": "marker-7f3a", "item_id": "item_none"}
 
 
+def interrupting(update: dict[str, Any]) -> dict[str, Any]:
+    """The service leaves barge-in to itself (interrupt_response false); these tests exercise
+    the server's own barge-in, as a client that leaves it on (the API's default) gets it."""
+    update["session"]["audio"]["input"]["turn_detection"]["interrupt_response"] = True
+    return update
+
+
 def speech(text: str, silence_s: float = 1.0) -> bytes:
     """What a caller saying ``text`` sends: tone-voice speech, then silence so server VAD ends the turn."""
     return g711.slin_to_ulaw(voice.speak(text)) + g711.slin_to_ulaw(bytes(int(16000 * silence_s)))
@@ -613,7 +620,7 @@ async def test_an_interrupted_answer_resumes_after_a_backchannel(autojump_clock:
     its function call; the model then says it again ("Como te decía: ...") and issues the call."""
     ledger = ModelLedger()
     async with memory_client(ledger=ledger) as ws:
-        await ws.send_message(json.dumps(rt.client_session_update(rt.SessionSettings("gpt-realtime", "x", "marin", ()))))
+        await ws.send_message(json.dumps(interrupting(rt.client_session_update(rt.SessionSettings("gpt-realtime", "x", "marin", ())))))
         await say(ws, "Dame los dispositivos activos del router 152 punto 1")
         await next_event(ws, "response.output_audio.delta")
         await say(ws, "ajá")
@@ -803,7 +810,7 @@ async def test_response_items_are_added_to_the_conversation_in_order(autojump_cl
 async def test_a_cancelled_response_closes_what_it_opened(autojump_clock: trio.testing.MockClock, how: str) -> None:
     text = "Esta es una respuesta larga que nadie va a escuchar entera porque la van a cortar."
     async with memory_client() as ws:
-        await ws.send_message(json.dumps(rt.client_session_update(rt.SessionSettings("gpt-realtime", "x", "marin", ()))))
+        await ws.send_message(json.dumps(interrupting(rt.client_session_update(rt.SessionSettings("gpt-realtime", "x", "marin", ())))))
         await ws.send_message(json.dumps({"type": "response.create", "response": {"instructions": f'Di exactamente: "{text}"'}}))
         before = await events_until(ws, "response.output_audio_transcript.delta")
         if how == "barge_in":

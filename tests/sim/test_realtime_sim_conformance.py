@@ -114,6 +114,9 @@ def of_type(*types: str) -> Any:
 QUESTION = "Dame los dispositivos activos del router 152 punto 1"
 LONG = 'Di exactamente: "' + "Esta es una frase larga para que la respuesta siga activa un buen rato. " * 3 + '"'
 SETUP_SESSION = rt.client_session_update(rt.SessionSettings("gpt-realtime", "Eres el asistente del NOC.", "marin", ()))
+# The server's own barge-in (the API's default; the service turns it off and does its own) is
+# part of what must conform: leave it on here.
+SETUP_SESSION["session"]["audio"]["input"]["turn_detection"]["interrupt_response"] = True
 
 
 async def prepared(ws: WebSocketConnection, needs: str) -> dict[str, str]:

@@ -1,0 +1,35 @@
+"""How much of the caller's audio is loud enough to be speech: for barge-in, not for turn-taking.
+
+The model's server VAD decides *that* the caller speaks (``speech_started``); this measures *how
+long*, from the audio we forward, so that a short sound ("ajá", a cough, a click on the line)
+neither cuts the assistant nor cancels a query (``Settings.min_speech_ms``). A 20 ms block is
+loud when its RMS is at least ``SPEECH_DBFS`` (-35 dBFS: speech at a normal level is -30 to
+-15 dBFS, line noise and comfort audio below -40). Pure: samples in, milliseconds out.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+
+SPEECH_DBFS: Final = -35.0
+_THRESHOLD_SQUARED: Final = (32768.0 * 10 ** (SPEECH_DBFS / 20)) ** 2
+_BLOCK: Final = 160  # 20 ms at 8 kHz
+
+
+def loud_ms(slin: bytes) -> int:
+    """Milliseconds of 8 kHz slin (s16le) in 20 ms blocks at or above SPEECH_DBFS (a trailing
+    partial block counts for its own length)."""
+    samples = np.frombuffer(slin, dtype="<i2", count=len(slin) // 2).astype(np.float64)
+    if not samples.size:
+        return 0
+    whole = samples.size // _BLOCK * _BLOCK
+    total = 0
+    if whole:
+        power = np.mean(np.square(samples[:whole].reshape(-1, _BLOCK)), axis=1)
+        total += int(np.count_nonzero(power >= _THRESHOLD_SQUARED)) * 20
+    tail = samples[whole:]
+    if tail.size and float(np.mean(np.square(tail))) >= _THRESHOLD_SQUARED:
+        total += tail.size // 8
+    return total
