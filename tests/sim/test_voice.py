@@ -278,16 +278,17 @@ def test_hear_all_decodes_speech_like_the_reference(said: list[str], companded: 
 @given(
     st.lists(utterances | gaps, max_size=5),
     st.integers(0, 5),
-    st.sampled_from([0, 0, 0, 1, 37, 80, 159]),
     st.sampled_from([0, 0, 0, 1, 2, 161, 319]),
     st.booleans(),
 )
 def test_hear_all_matches_reference_on_mixed_audio(
-    parts: list[Utterance | Gap], leading_blocks: int, offset: int, tail_cut: int, companded: bool
+    parts: list[Utterance | Gap], leading_blocks: int, tail_cut: int, companded: bool
 ) -> None:
     """Utterances (whole or truncated), silence and noise between them at block boundaries,
-    leading silence, misaligned starts (offset in samples), cut tails, with and without G.711."""
-    assert_same_decode(compose(parts, leading_blocks, offset, tail_cut, companded))
+    leading silence, cut tails, with and without G.711. All of it on the 20 ms grid: off the grid
+    the decoder finds each utterance's own start, where the original one misread or gave up
+    (tests/sim/test_voice_offsets.py)."""
+    assert_same_decode(compose(parts, leading_blocks, 0, tail_cut, companded))
 
 
 @audio_settings
