@@ -27,34 +27,50 @@ import logging
 import random
 import re
 import uuid
+import wave
 from array import array
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import trio
+from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, wrap_client_stream
 
 from mikrovoice.call import comfort
 from mikrovoice.logs import event
 from mikrovoice.net import Dialer, open_tcp
 from mikrovoice.sim import voice
+from mikrovoice.telephony import chan_websocket as cw
+from mikrovoice.telephony import g711
 from mikrovoice.telephony.audiosocket import (
     FRAME_SECONDS,
+    SAMPLE_RATES,
     SLIN8_FRAME_BYTES,
     Audio,
     AudioSocketCodec,
     AudioSocketProtocolError,
     CallId,
-    Dtmf,
     Hangup,
+    Kind,
     Role,
     encode,
 )
+from mikrovoice.telephony.resample import Resampler
 from mikrovoice.telephony.server import pace_frames
 
 log = logging.getLogger("mikrovoice.sim.caller")
 
 PAYLOAD_WINDOW_S = 0.005  # res_audiosocket.c gives a payload 5 ms to complete
+#: app_audiosocket.c: ``ast_waitfor_nandfds(..., 2000)``; neither side sent anything for this long
+#: ends the app with "Reached timeout after 2000 ms of no activity" (the channel driver has no timer).
+APP_INACTIVITY_S = 2.0
+TRANSPORTS = ("audiosocket", "websocket")
+MODES = ("app", "dial")
+#: What the line's channel carries toward the service: slin at a rate (AudioSocket kinds 0x10-0x18,
+#: chan_websocket c(slin...)), or "ulaw": Dial(AudioSocket/...) without c(slin) on a G.711 leg,
+#: raw mu-law under the slin kind (measured on Asterisk 23.4.1).
+CODECS = ("slin", "slin12", "slin16", "slin24", "slin32", "slin44", "slin48", "slin96", "slin192", "ulaw")
 _HANGOVER_FRAMES = 10  # 200 ms of silence ends a heard utterance
 SILENCE_MODES = ("noise", "silence", "no_frames")
 _NOISE_FRAMES = 64  # distinct line-noise frames, cycled
@@ -81,15 +97,26 @@ def is_sound(payload: bytes) -> bool:
     return voice.block_rms(payload) >= SOUND_RMS
 
 
-def tone_purity(payload: bytes) -> float:
-    """The share of the frame's energy in its strongest DFT bin (DC excluded): 1.0 for a pure tone."""
-    samples = np.frombuffer(payload, "<i2", len(payload) // 2).astype(np.float64)
+def _purity(samples: np.ndarray) -> float:
     energy = float(samples.dot(samples))
     if energy <= 0.0:
         return 0.0
     spectrum = np.fft.rfft(samples)
     power = spectrum.real[1:] ** 2 + spectrum.imag[1:] ** 2
     return min(1.0, 2.0 * float(power.max()) / (samples.size * energy))
+
+
+def tone_purity(payload: bytes) -> float:
+    """The share of the energy in the strongest DFT bin (DC excluded) of the purer half of the
+    frame: 1.0 for a pure tone. Halves, because audio that went through a real PBX (or a
+    resampler) is off the 20 ms grid: a frame then holds two symbols, but one of its 10 ms halves
+    lies within one symbol whatever the offset, and every ToneVoice frequency (500-2200 Hz, 100 Hz
+    apart) is an exact bin of an 80-point DFT too. The comfort texture stays under 0.67."""
+    samples = np.frombuffer(payload, "<i2", len(payload) // 2).astype(np.float64)
+    if samples.size < 160:
+        return _purity(samples)
+    half = samples.size // 2
+    return max(_purity(samples[:half]), _purity(samples[half : 2 * half]))
 
 
 def is_speech(payload: bytes) -> bool:
@@ -131,10 +158,48 @@ class Interjection:
 
 
 @dataclass(frozen=True)
+class Line:
+    """How the simulated Asterisk reaches the service, and what its channel is."""
+
+    transport: str = "audiosocket"  # or "websocket" (chan_websocket, Asterisk dials the service)
+    #: AudioSocket: "app" (the AudioSocket() dialplan app, with its 2 s rule) or "dial"
+    #: (Dial(AudioSocket/...), the channel driver: no timer).
+    mode: str = "app"
+    codec: str = "slin"
+    control: str = "plain-text"  # chan_websocket f(): "plain-text" or "json" (with channel variables)
+    caller_id: str = "3001234567"
+    #: chan_websocket: frames Asterisk sends before MEDIA_START (asterisk/asterisk#1712)
+    early_frames: int = 0
+    path: str = "/media"  # chan_websocket: the URI path of the websocket_client.conf entry
+
+    def __post_init__(self) -> None:
+        if self.transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {TRANSPORTS}, got {self.transport!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.codec not in CODECS:
+            raise ValueError(f"codec must be one of {CODECS}, got {self.codec!r}")
+        if self.transport == "websocket" and self.codec not in ("slin", "slin16", "slin24", "ulaw"):
+            raise ValueError(f"the simulated chan_websocket line carries slin, slin16, slin24 or ulaw, not {self.codec!r}")
+
+    @property
+    def rate(self) -> int:
+        return 8000 if self.codec == "ulaw" else SAMPLE_RATES[_CODEC_KINDS[self.codec]]
+
+
+_CODEC_KINDS = {"slin": Kind.SLIN, "slin12": Kind.SLIN12, "slin16": Kind.SLIN16, "slin24": Kind.SLIN24,
+                "slin32": Kind.SLIN32, "slin44": Kind.SLIN44, "slin48": Kind.SLIN48, "slin96": Kind.SLIN96,
+                "slin192": Kind.SLIN192, "ulaw": Kind.SLIN}
+
+
+@dataclass(frozen=True)
 class CallerScript:
     questions: tuple[Question, ...] = ()
     interjections: tuple[Interjection, ...] = ()
-    silence: str = "noise"  # one of SILENCE_MODES: what the caller's line sends while the caller is silent
+    #: One of SILENCE_MODES: what the caller's line sends while the caller is silent. A real
+    #: Asterisk sends nothing (a phone with silence suppression, a channel in Wait()) unless
+    #: transmit_silence=yes: "no_frames" is the default, as measured.
+    silence: str = "no_frames"
     hangup_at_s: float | None = None  # seconds after connecting; None: after the conversation
     hangup_after_s: float = 1.0  # after the last answer
     uuid_bytes: int | None = None  # hang up after sending only this many bytes (0-18) of the UUID message
@@ -142,6 +207,7 @@ class CallerScript:
     answer_silence_s: float = 1.5  # an answer is over after this long without new speech
     #: What the assistant says when it lost what we said (a regex); hearing it, we ask again.
     repeat_cue: str | None = None
+    line: Line = Line()
 
     def __post_init__(self) -> None:
         if self.silence not in SILENCE_MODES:
@@ -193,6 +259,11 @@ class CallReport:
     frames_received: int = 0
     frames_sent: int = 0
     max_frame_gap_s: float = 0.0
+    # chan_websocket: the longest the queue of the service's audio got, FLUSH_MEDIA received,
+    # commands Asterisk ignored (why)
+    max_queue_frames: int = 0
+    flushes: int = 0
+    ignored_commands: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -205,17 +276,21 @@ class _Utterance:
 
 
 class AsteriskCaller:
-    def __init__(self, script: CallerScript, *, call_id: uuid.UUID | None = None, seed: int = 1) -> None:
+    def __init__(self, script: CallerScript, *, call_id: uuid.UUID | None = None, seed: int = 1,
+                 record_wav: str | Path | None = None) -> None:
         self.script = script
+        self.record_wav = Path(record_wav) if record_wav is not None else None
+        self._recording = bytearray()  # what the caller heard, 8 kHz slin, silence where nothing came
+        self._upsampler: Resampler | None = None
+        self._last_activity = 0.0
         self.call_id = call_id or uuid.UUID(int=random.Random(seed).getrandbits(128), version=4)
         self.report = CallReport(str(self.call_id))
         rng = random.Random(seed)
         self._noise = [
-            encode(Audio(array("h", (rng.randint(-40, 40) for _ in range(SLIN8_FRAME_BYTES // 2))).tobytes()))
+            array("h", (rng.randint(-40, 40) for _ in range(SLIN8_FRAME_BYTES // 2))).tobytes()
             for _ in range(_NOISE_FRAMES)
         ]
         self._noise_index = 0
-        self._silence = encode(Audio(bytes(SLIN8_FRAME_BYTES)))
         self._utterances: deque[_Utterance] = deque()
         self._digits: list[str] = []
         self._wake_sender = trio.Event()
@@ -224,6 +299,7 @@ class AsteriskCaller:
         self._asked = [trio.Event() for _ in script.questions]
         self._repeat_cue = re.compile(script.repeat_cue, re.IGNORECASE) if script.repeat_cue else None
         self._current: list[bytes] | None = None
+        self._previous: bytes | None = None  # the last frame heard (an utterance's start may be in it)
         self._quiet_frames = 0
         self._utterance_start = 0.0
         self._hearing_from: float | None = None
@@ -231,13 +307,37 @@ class AsteriskCaller:
     # ------------------------------------------------------------------ the call
 
     async def call(self, host: str, port: int, dial: Dialer = open_tcp) -> CallReport:
-        """Dial the AudioSocket server and run the script to its end."""
+        """Dial the service (AudioSocket or chan_websocket, as the script's line says) and run
+        the script to its end."""
         try:
             stream = await dial(host, port)
         except OSError as exc:
             self.report.error = f"cannot connect to {host}:{port}: {exc.strerror or exc}"
             return self.report
-        return await self.run(stream)
+        try:
+            if self.script.line.transport == "websocket":
+                return await self.run_websocket(stream, host)
+            return await self.run(stream)
+        finally:
+            self._write_recording()
+
+    def _write_recording(self) -> None:
+        if self.record_wav is None:
+            return
+        with wave.open(str(self.record_wav), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(8000)
+            out.writeframes(bytes(self._recording))
+
+    def _record(self, slin: bytes, now: float) -> None:
+        """Keep what the caller heard, on the call's clock (silence for the gaps)."""
+        if self.record_wav is None:
+            return
+        start = round((now - FRAME_SECONDS - self.report.connected_at) * 8000) * 2
+        if start > len(self._recording):
+            self._recording += bytes(start - len(self._recording))
+        self._recording += slin[: len(slin) // 2 * 2]
 
     async def run(self, stream: trio.abc.Stream) -> CallReport:
         """Run the script over an already connected stream; always closes it."""
@@ -248,9 +348,12 @@ class AsteriskCaller:
                 await stream.send_all(first[: self.script.uuid_bytes])
                 return self.report
             await stream.send_all(first)
+            self._last_activity = trio.current_time()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._send_frames, stream)
                 nursery.start_soon(self._receive, stream, nursery.cancel_scope)
+                if self.script.line.mode == "app":
+                    nursery.start_soon(self._app_timer, nursery.cancel_scope)
                 for interjection in self.script.interjections:
                     nursery.start_soon(self._interject, interjection)
                 if self.script.hangup_at_s is not None:
@@ -269,15 +372,158 @@ class AsteriskCaller:
             event(log, "caller.hung_up", call=str(self.call_id), by_caller=self.report.hung_up_at is not None)
         return self.report
 
+    async def run_websocket(self, stream: trio.abc.Stream, host: str = "127.0.0.1") -> CallReport:
+        """chan_websocket: Asterisk dials the service as a WebSocket client (subprotocol ``media``),
+        sends MEDIA_START, then one BINARY message per 20 ms of the caller, DTMF as DTMF_END; it
+        queues the service's audio (``MediaQueue``: frames, marks, XOFF/XON, flush) and plays one
+        frame per 20 ms tick; the caller's hang-up closes the WebSocket (1000)."""
+        line = self.script.line
+        self.report.connected_at = trio.current_time()
+        channel_id = f"{1764000000 + self.call_id.int % 100000}.{self.call_id.int % 997}"
+        self._ws_queue = cw.MediaQueue(line.codec, channel_id=channel_id)
+        self._ws_lock = trio.Lock()
+        self._downsampler: Resampler | None = None
+        ws: WebSocketConnection | None = None
+        try:
+            async with trio.open_nursery() as outer:
+                try:
+                    ws = await wrap_client_stream(outer, stream, host, line.path,  # type: ignore[arg-type]
+                                                  subprotocols=[cw.SUBPROTOCOL],
+                                                  max_message_size=cw.MAX_MESSAGE_BYTES)
+                except (HandshakeError, ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    self.report.error = f"WebSocket handshake failed: {exc!r}"
+                    event(log, "caller.protocol_error", level=logging.ERROR, error=self.report.error)
+                    return self.report
+                if ws.subprotocol not in (None, cw.SUBPROTOCOL):
+                    self.report.error = f"the server chose subprotocol {ws.subprotocol!r}, not offered"
+                    return self.report
+                for _ in range(line.early_frames):  # asterisk/asterisk#1712
+                    await self._ws_send(ws, self._channel_audio(bytes(SLIN8_FRAME_BYTES)))
+                variables = {"MIKROVOICE_CALLER": line.caller_id, "MEDIA_WEBSOCKET_CONNECTION_ID": "mikrovoice",
+                             "MEDIA_WEBSOCKET_OPTIMAL_FRAME_SIZE": str(self._ws_queue.frame_size)}
+                start = cw.MediaStart("mikrovoice", f"WebSocket/mikrovoice-{self.call_id.hex[:8]}", channel_id,
+                                      line.codec, self._ws_queue.frame_size, self._ws_queue.ptime,
+                                      variables if line.control == "json" else {})
+                await self._ws_send(ws, cw.encode_event(start, line.control))  # type: ignore[arg-type]
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._ws_send_frames, ws)
+                    nursery.start_soon(self._ws_receive, ws, nursery.cancel_scope)
+                    nursery.start_soon(self._ws_play, ws)
+                    for interjection in self.script.interjections:
+                        nursery.start_soon(self._interject, interjection)
+                    if self.script.hangup_at_s is not None:
+                        nursery.start_soon(self._hang_up_at, self.report.connected_at + self.script.hangup_at_s,
+                                           nursery.cancel_scope)
+                    await self._conversation()
+                    nursery.cancel_scope.cancel()
+                outer.cancel_scope.cancel()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed):
+            if self.report.server_hung_up_at is None:
+                self.report.server_hung_up_at = trio.current_time()
+        finally:
+            self._flush_heard(trio.current_time())
+            if self.report.server_hung_up_at is None:
+                self.report.hung_up_at = trio.current_time()
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                if ws is not None and self.report.hung_up_at is not None:
+                    await ws.aclose(1000)  # the caller hangs up: Asterisk closes with 1000
+                await trio.aclose_forcefully(stream)
+            event(log, "caller.hung_up", call=str(self.call_id), by_caller=self.report.hung_up_at is not None)
+        return self.report
+
+    async def _ws_send(self, ws: WebSocketConnection, message: str | bytes) -> None:
+        async with self._ws_lock:
+            await ws.send_message(message)
+
+    async def _ws_send_frames(self, ws: WebSocketConnection) -> None:
+        line = self.script.line
+
+        def next_frame() -> bytes | None:
+            slin = self._next_payload()
+            if slin is None and not self._digits:
+                return None
+            return b"" if slin is None else self._channel_audio(slin)
+
+        async def send(frame: bytes) -> None:
+            for digit in self._digits:
+                text = cw.encode_event(cw.DtmfEnd(digit, self._ws_queue.channel_id), line.control)  # type: ignore[arg-type]
+                await self._ws_send(ws, text)
+            self._digits.clear()
+            if frame:
+                self.report.frames_sent += 1
+                await self._ws_send(ws, frame)
+
+        try:
+            await pace_frames(next_frame, send, idle=self._idle)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed):
+            return
+
+    async def _ws_receive(self, ws: WebSocketConnection, call_scope: trio.CancelScope) -> None:
+        queue = self._ws_queue
+        try:
+            while True:
+                message = await ws.get_message()
+                if isinstance(message, bytes):
+                    events = queue.write(message)
+                else:
+                    command = cw.parse_command(message, self.script.line.control)  # type: ignore[arg-type]
+                    if isinstance(command, cw.Hangup):
+                        self.report.server_hung_up = True
+                        self.report.server_hung_up_at = trio.current_time()
+                        event(log, "caller.server_hangup", by="HANGUP")
+                        call_scope.cancel()
+                        return
+                    if isinstance(command, cw.IgnoredCommand):
+                        self.report.ignored_commands.append(command.reason)
+                    if isinstance(command, cw.FlushMedia):
+                        self.report.flushes += 1
+                    events = queue.command(command)
+                for reply in events:
+                    await self._ws_send(ws, cw.encode_event(reply, self.script.line.control))  # type: ignore[arg-type]
+                self.report.max_queue_frames = max(self.report.max_queue_frames, queue.length)
+        except ConnectionClosed:
+            self.report.server_hung_up_at = trio.current_time()
+            call_scope.cancel()
+
+    async def _ws_play(self, ws: WebSocketConnection) -> None:
+        """The channel timer: one frame off the queue every ptime, at real-time rate."""
+        queue = self._ws_queue
+        deadline = trio.current_time()
+        while True:
+            deadline += queue.ptime / 1000
+            await trio.sleep_until(deadline)
+            frame, events = queue.tick()
+            for reply in events:
+                await self._ws_send(ws, cw.encode_event(reply, self.script.line.control))  # type: ignore[arg-type]
+            now = trio.current_time()
+            if frame is None:
+                if self._current is not None:
+                    self._listen(bytes(SLIN8_FRAME_BYTES), now)  # nothing played: the caller hears silence
+                continue
+            slin = self._heard_slin(frame)
+            self.report.frames_received += 1
+            self._record(slin, now)
+            self._listen(slin, now)
+
+    def _heard_slin(self, frame: bytes) -> bytes:
+        codec = self.script.line.codec
+        if codec == "ulaw":
+            return g711.ulaw_to_slin(frame)
+        if codec == "slin":
+            return frame
+        if self._downsampler is None:
+            self._downsampler = Resampler(self.script.line.rate, 8000)
+        return self._downsampler.process(frame)
+
     async def _hang_up_at(self, when: float, call_scope: trio.CancelScope) -> None:
         await trio.sleep_until(when)
         call_scope.cancel()
 
     # ------------------------------------------------------------------ speaking
 
-    def _next_frame(self) -> bytes | None:
-        digits = b"".join(encode(Dtmf(d)) for d in self._digits) if self._digits else b""
-        self._digits.clear()
+    def _next_payload(self) -> bytes | None:
+        """The caller's next 20 ms as 8 kHz slin: speech, or what the line sends while the caller
+        is silent (noise, digital silence), or None (no frames: the default, as measured)."""
         while self._utterances:
             utterance = self._utterances[0]
             if not utterance.pcm:
@@ -294,15 +540,37 @@ class AsteriskCaller:
             if not utterance.pcm:
                 self._utterances.popleft()
                 utterance.done.set()
-            self.report.frames_sent += 1
-            return encode(Audio(frame)) + digits
+            return frame
         if self.script.silence == "no_frames":
+            return None
+        if self.script.silence == "silence":
+            return bytes(SLIN8_FRAME_BYTES)
+        self._noise_index = (self._noise_index + 1) % _NOISE_FRAMES
+        return self._noise[self._noise_index]
+
+    def _channel_audio(self, slin: bytes) -> bytes:
+        """A frame as the line's channel carries it: slin at its rate, or mu-law."""
+        codec = self.script.line.codec
+        if codec == "slin":
+            return slin
+        if codec == "ulaw":
+            return g711.slin_to_ulaw(slin)
+        if self._upsampler is None:
+            self._upsampler = Resampler(8000, self.script.line.rate)
+        return self._upsampler.process(slin)
+
+    def _next_frame(self) -> bytes | None:
+        """AudioSocket: the next audio message (and DTMF messages), as Asterisk writes them."""
+        digits = b"".join(bytes((Kind.DTMF, 0, 1)) + d.encode("latin-1") for d in self._digits)
+        self._digits.clear()
+        slin = self._next_payload()
+        if slin is None:
             return digits or None
         self.report.frames_sent += 1
-        if self.script.silence == "silence":
-            return self._silence + digits
-        self._noise_index = (self._noise_index + 1) % _NOISE_FRAMES
-        return self._noise[self._noise_index] + digits
+        self._last_activity = trio.current_time()
+        payload = self._channel_audio(slin)
+        kind = _CODEC_KINDS[self.script.line.codec]
+        return (bytes((kind,)) + len(payload).to_bytes(2, "big") + payload if payload else b"") + digits
 
     async def _idle(self) -> None:
         """No frames while silent: sleep until there is something to say or a digit to send."""
@@ -311,10 +579,25 @@ class AsteriskCaller:
             self._wake_sender = trio.Event()
 
     async def _send_frames(self, stream: trio.abc.Stream) -> None:
+        async def send(data: bytes) -> None:
+            if data:
+                await stream.send_all(data)
+
         try:
-            await pace_frames(self._next_frame, stream.send_all, idle=self._idle)
+            await pace_frames(self._next_frame, send, idle=self._idle)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
+
+    async def _app_timer(self, call_scope: trio.CancelScope) -> None:
+        """app_audiosocket.c: 2 s with nothing from either side ends the app (-1: hang up)."""
+        while True:
+            due = self._last_activity + APP_INACTIVITY_S
+            if trio.current_time() >= due:
+                self.report.error = "Reached timeout after 2000 ms of no activity"
+                event(log, "caller.app_timeout", level=logging.ERROR, error=self.report.error)
+                call_scope.cancel()
+                return
+            await trio.sleep_until(due)
 
     def _queue(self, text: str, kind: str) -> _Utterance:
         utterance = _Utterance(text, kind, bytearray(voice.speak(text)))
@@ -348,11 +631,14 @@ class AsteriskCaller:
                     return
                 assert isinstance(message, Audio)
                 now = trio.current_time()
+                self._last_activity = now
                 if last_frame_at is not None:
                     self.report.max_frame_gap_s = max(self.report.max_frame_gap_s, now - last_frame_at)
                 last_frame_at = now
                 self.report.frames_received += 1
-                self._listen(message.payload, now)
+                payload = message.payload[: len(message.payload) // 2 * 2]  # samples = len/2 (RA L421)
+                self._record(payload, now)
+                self._listen(payload, now)
         except AudioSocketProtocolError as exc:
             self.report.error = str(exc)
             event(log, "caller.protocol_error", level=logging.ERROR, error=str(exc))
@@ -366,10 +652,20 @@ class AsteriskCaller:
         if rms >= SOUND_RMS:
             self._sound(now - FRAME_SECONDS, now)
         loud = rms >= voice.SPEECH_RMS and tone_purity(payload) >= TONE_PURITY  # is_speech, rms computed once
+        previous, self._previous = self._previous, payload
         if self._current is None:
             if loud:
-                self._current = [payload]
-                self._utterance_start = self._hearing_from = now - FRAME_SECONDS
+                # Off the grid by more than half a frame, the frame before ends with the start
+                # tone's beginning (less than 10 ms of it, too little to make that frame speech):
+                # keep its last half, so the decoder finds the utterance's own start.
+                head = None
+                if previous is not None and len(previous) == len(payload):
+                    before, tail = previous[: len(previous) // 2], previous[len(previous) // 2 :]
+                    # quiet, then loud: an onset (not a bed of comfort audio under it)
+                    if voice.block_rms(before) < voice.SPEECH_RMS / 2 <= voice.block_rms(tail):
+                        head = bytes(len(before)) + tail
+                self._current = [head, payload] if head is not None else [payload]
+                self._utterance_start = self._hearing_from = now - FRAME_SECONDS * len(self._current)
                 self._quiet_frames = 0
                 self._onset.set()
                 self._onset = trio.Event()

@@ -63,7 +63,8 @@ def test_the_whole_comfort_loop_is_sound_and_never_speech(level: float) -> None:
     assert len(every_frame) == comfort.LOOP_S / FRAME_SECONDS
     assert all(is_sound(f) for f in every_frame)  # (a) comfort audio is not dead air ...
     assert not any(is_speech(f) for f in every_frame)  # ... and not speech
-    assert max(asterisk.tone_purity(f) for f in every_frame) < asterisk.TONE_PURITY - 0.25
+    # Judged on the purer 10 ms half (so that audio off the grid is still speech): under 0.67.
+    assert max(asterisk.tone_purity(f) for f in every_frame) < asterisk.TONE_PURITY - 0.1
     if level == -24.0:  # energy alone would take it for speech: the purity test is what tells
         assert sum(voice.block_rms(f) >= voice.SPEECH_RMS for f in every_frame) == len(every_frame)
 
@@ -77,12 +78,21 @@ def test_tone_voice_is_speech(companded: bool) -> None:
     assert min(asterisk.tone_purity(f) for f in frames(pcm)) > 0.99
 
 
+@pytest.mark.parametrize("offset", [1, 22, 40, 79, 80, 81, 120, 159])
+def test_tone_voice_off_the_20_ms_grid_is_speech(offset: int) -> None:
+    # A real PBX (format_wav drops 44 bytes), a resampler or a MixMonitor recording shifts the
+    # symbols off the frame grid: every frame but the one where the utterance begins is speech.
+    pcm = g711.ulaw_to_slin(g711.slin_to_ulaw(bytes(2 * offset) + voice.speak("Sigo consultando: 3 de 12.")))
+    loud = [f for f in frames(pcm[: len(pcm) // 320 * 320]) if voice.block_rms(f) >= voice.SPEECH_RMS]
+    assert sum(not is_speech(f) for f in loud) <= 1
+
+
 def test_silence_and_quiet_noise_are_dead_air() -> None:
     # (c) digital silence, -50 dBFS hiss and the simulator's own line noise are all dead air.
     assert not is_sound(SILENCE) and not is_speech(SILENCE)
     assert not any(is_sound(f) or is_speech(f) for f in noise_frames(-50.0, 200))
     caller = AsteriskCaller(CallerScript())
-    line_noise = [message[3:] for message in caller._noise]  # encoded: a 3-byte header, then the frame
+    line_noise = list(caller._noise)  # 8 kHz slin frames
     assert len(line_noise[0]) == 320 and any(line_noise[0])
     assert not any(is_sound(f) for f in line_noise)
     # ... and so is the comfort texture turned down below the line.
