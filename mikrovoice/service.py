@@ -69,6 +69,7 @@ class CallService:
             if ws is not None:
                 await self.handle_leg(WebSocketLeg(ws))
             nursery.cancel_scope.cancel()
+        await trio.aclose_forcefully(stream)
 
     async def handle_leg(self, leg: CallerLeg) -> None:
         """One call on any transport, to its end. Never raises (but Cancelled)."""

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import trio
+from trio_websocket import ConnectionClosed
 
 from mikrovoice.call.comfort import ComfortAudio
 from mikrovoice.call.machine import (
@@ -282,11 +283,11 @@ class CallSession:
                         await self.link.aclose()
                 outer.cancel_scope.cancel()
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
                 if self._we_hang_up:
                     try:
                         await self.leg.hang_up()
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed):
                         pass  # the caller's side went first
                 await self.leg.aclose()
             self.record.progress_updates = self.machine.progress_updates

@@ -425,8 +425,8 @@ class AsteriskCaller:
             if self.report.server_hung_up_at is None:
                 self.report.hung_up_at = trio.current_time()
             with trio.CancelScope(shield=True), trio.move_on_after(1):
-                if ws is not None and self.report.hung_up_at is not None:
-                    await ws.aclose(1000)  # the caller hangs up: Asterisk closes with 1000
+                if ws is not None:
+                    await ws.aclose(1000)  # a hang-up either way: Asterisk closes with 1000 (CW L1765-1785)
                 await trio.aclose_forcefully(stream)
             event(log, "caller.hung_up", call=str(self.call_id), by_caller=self.report.hung_up_at is not None)
         return self.report

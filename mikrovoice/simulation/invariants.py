@@ -17,6 +17,7 @@ from mikrovoice.routeros.commands import CommandNotAllowed, check_allowed
 from mikrovoice.routeros.protocol import Request, RouterOSProtocolError
 from mikrovoice.sim import brain
 from mikrovoice.sim.asterisk import Heard
+from mikrovoice.sim.realtime import ModelFaults
 from mikrovoice.simulation.report import apology_regex, longest_silence, progress_regex
 from mikrovoice.simulation.world import CallObservation
 
@@ -182,7 +183,7 @@ def comfort_fills(obs: CallObservation) -> list[str]:
 def result_once(obs: CallObservation) -> list[str]:
     """A query's result is spoken once: never more answers heard whole (not cut by the caller's
     speech, nor by the service cutting a dying model session's unfinished speech) than queries
-    that finished."""
+    that finished, plus the answers the caller asked to hear again (the repeat digit)."""
     if obs.record is None:
         return []
     finished = sum(1 for q in obs.record.queries if not q.cancelled and q.ended_at is not None)
@@ -191,8 +192,10 @@ def result_once(obs: CallObservation) -> list[str]:
                if (brain.ANSWER_SFP.search(h.text) or brain.ANSWER_DEVICES.search(h.text))
                and not any(s.start < h.end and s.end > h.start for s in obs.caller.spoken)
                and not any(h.start <= c <= h.end + FRAME_SLACK_S for c in cuts)]
-    if len(answers) > finished:
-        return [f"the caller heard {len(answers)} answers for {finished} finished quer{'y' if finished == 1 else 'ies'}: "
+    repeats = obs.record.repeats  # the repeat digit plays an answer again, on purpose
+    if len(answers) > finished + repeats:
+        return [f"the caller heard {len(answers)} answers for {finished} finished quer{'y' if finished == 1 else 'ies'}"
+                + (f" and {repeats} repeat(s)" if repeats else "") + ": "
                 + "; ".join(f"{obs.t(h.start):.2f} s «{h.text[:50]}»" for h in answers)]
     return []
 
@@ -357,6 +360,112 @@ def _asked_routers(obs: CallObservation, answer: Heard) -> list[str] | None:
     return [r.name for r in queries[-1].per_router]
 
 
+#: How soon the cut speech stops after a barge-in: the frame in flight (AudioSocket), or FLUSH_MEDIA's
+#: way to Asterisk and its next tick (chan_websocket); plus the caller's frame of measure.
+BARGE_IN_STOP_S = {"audiosocket": 0.06, "websocket": 0.1}
+#: How far the heard position may fall short of what the caller heard: a frame (AudioSocket, every
+#: frame written is heard), a batch between two marks plus a tick (chan_websocket).
+BARGE_IN_UNDER_MS = {"audiosocket": 60, "websocket": 160}
+
+
+def barge_in_heard(obs: CallObservation) -> list[str]:
+    """A barge-in stops the assistant where the caller is: the speech being heard stops at once,
+    and the item is truncated at what the caller heard of it (never more; less only by the
+    transport's grain), never at wall-clock time."""
+    if obs.record is None:
+        return []
+    transport = obs.scenario.line.transport
+    problems = []
+    for t, item, heard_ms in obs.record.barge_ins:
+        ongoing = [h for h in obs.caller.heard if h.start < t - FRAME_SLACK_S < h.end]
+        for h in ongoing:
+            if h.end > t + BARGE_IN_STOP_S[transport] + FRAME_SLACK_S:
+                problems.append(f"{_at(obs, t)} barge-in, yet the caller heard «{h.text[:40]}» for "
+                                f"{h.end - t:.2f} s more")
+        if heard_ms == 0 or item.startswith("prompt:"):
+            continue
+        started = [h for h in obs.caller.heard if h.start <= t + FRAME_SLACK_S]
+        if not started:
+            problems.append(f"{_at(obs, t)} {item} truncated at {heard_ms} ms, but the caller had heard nothing")
+            continue
+        if not ongoing:
+            continue  # the item ended before the cut (queued speech behind it was dropped)
+        heard_for = (t - ongoing[-1].start) * 1000
+        if heard_ms > heard_for + FRAME_SLACK_S * 1000 * 1.5:
+            problems.append(f"{_at(obs, t)} {item} truncated at {heard_ms} ms; the caller had heard {heard_for:.0f} ms")
+        elif heard_for - heard_ms > BARGE_IN_UNDER_MS[transport] + FRAME_SLACK_S * 1000:
+            problems.append(f"{_at(obs, t)} {item} truncated at {heard_ms} ms; the caller had heard {heard_for:.0f} ms "
+                            f"(more than {BARGE_IN_UNDER_MS[transport]} ms short)")
+    return problems
+
+
+def short_speech_cuts_nothing(obs: CallObservation) -> list[str]:
+    """An "ajá" (shorter than min_speech_ms) neither cuts the assistant nor cancels a query."""
+    if obs.record is None:
+        return []
+    min_s = obs.settings.min_speech_ms / 1000
+    problems = []
+    for spoken in obs.caller.spoken:
+        if spoken.end - spoken.start >= min_s:
+            continue
+        others = [o for o in obs.caller.spoken if o is not spoken and o.end - o.start >= min_s]
+        for t, item, _ in obs.record.barge_ins:
+            if spoken.start <= t <= spoken.end + 1.0 and not any(o.start <= t <= o.end + 1.0 for o in others):
+                problems.append(f"{_at(obs, t)} the caller's «{spoken.text}» ({spoken.end - spoken.start:.2f} s) cut {item}")
+        for query in obs.record.queries:
+            ended = query.ended_at
+            if (query.cancelled and ended is not None and ended < obs.record.ended_at - 0.5  # not the call's end
+                    and spoken.start <= ended <= spoken.end + 3.0
+                    and not any(o.start <= ended <= o.end + 3.0 for o in others)):
+                problems.append(f"{_at(obs, ended)} the caller's «{spoken.text}» cancelled the {query.tool} query")
+    return problems
+
+
+#: A digit's effect is owed when the call lasted this long after the press (the repeat plays
+#: after what is playing; the human phrase waits for a free line and the model's latency).
+DIGIT_EFFECT_S = 12.0
+
+
+def digits_answered(obs: CallObservation) -> list[str]:
+    """The human digit makes the assistant say how to reach a person; the repeat digit plays the
+    last answer again (when there was one), if the caller stays DIGIT_EFFECT_S after pressing and
+    the model is up. Other digits change nothing."""
+    if obs.record is None or obs.scenario.model != ModelFaults():
+        return []
+    settings = obs.settings
+    end = obs.record.ended_at
+    human = settings.phrases.human_contact[:40]
+    problems = []
+    for pressed_at, raw in obs.caller.dtmf:
+        digit = raw.upper() if raw in "abcd" else raw
+        if pressed_at + DIGIT_EFFECT_S > end:
+            continue
+        later = [h for h in obs.caller.heard if pressed_at <= h.start]
+        if digit == settings.dtmf_human and not any(human in h.text for h in later):
+            problems.append(f"{_at(obs, pressed_at)} the caller pressed {raw}, and never heard how to reach a person")
+        if digit == settings.dtmf_repeat:
+            before = [h for h in obs.caller.heard if h.end <= pressed_at and _is_answer(h.text)]
+            if before and not any(h.text == before[-1].text for h in later):
+                problems.append(f"{_at(obs, pressed_at)} the caller pressed {raw} and did not hear the last answer again")
+    return problems
+
+
+def _is_answer(text: str) -> bool:
+    return bool(brain.ANSWER_SFP.search(text) or brain.ANSWER_DEVICES.search(text) or brain.ANSWER_PROBLEM.search(text))
+
+
+def flow_control(obs: CallObservation) -> list[str]:
+    """chan_websocket: the service never fills Asterisk's queue to MEDIA_XOFF (900 frames), and
+    never sends a command Asterisk ignores."""
+    if obs.scenario.line.transport != "websocket":
+        return []
+    problems = []
+    if obs.caller.max_queue_frames >= 900:
+        problems.append(f"Asterisk's queue reached {obs.caller.max_queue_frames} frames (MEDIA_XOFF at 900)")
+    problems += [f"Asterisk ignored a command: {reason}" for reason in obs.caller.ignored_commands]
+    return problems
+
+
 INVARIANTS: tuple[Invariant, ...] = (
     Invariant("call_ends", "the call reaches 'ended' and leaves no task, socket or router connection behind", call_ends),
     Invariant("no_crash", "no simulator, service or call crashes, whatever a peer does", no_crash),
@@ -375,6 +484,14 @@ INVARIANTS: tuple[Invariant, ...] = (
     Invariant("machine_total", "the call machine never receives an event it does not handle", machine_total),
     Invariant("read_only", "no RouterOS word outside the read-only allowlist reaches a router", read_only),
     Invariant("answer_true", "device counts and who answered match the routers' real state", answer_true),
+    Invariant("barge_in_heard", "a barge-in stops the speech at once and truncates it at what the caller heard",
+              barge_in_heard),
+    Invariant("short_speech_cuts_nothing", "an 'ajá' shorter than min_speech_ms cuts nothing and cancels nothing",
+              short_speech_cuts_nothing),
+    Invariant("digits_answered", "the human digit says how to reach a person; the repeat digit repeats the last answer",
+              digits_answered),
+    Invariant("flow_control", "chan_websocket: Asterisk's queue never reaches MEDIA_XOFF; no command is ignored",
+              flow_control),
 )
 
 

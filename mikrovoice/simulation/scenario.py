@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 from mikrovoice.sim import brain
-from mikrovoice.sim.asterisk import CallerScript, Interjection, PressDigit, Question, Say
+from mikrovoice.sim.asterisk import CallerScript, Interjection, Line, PressDigit, Question, Say
 from mikrovoice.sim.realtime import ModelFaults
 
 #: The kinds of question a caller can ask; the tools answer the first three.
@@ -181,6 +181,9 @@ class Scenario:
     #: reconnect); later sessions have ``model_after``'s (healthy by default).
     model_fault_sessions: int = 1
     model_after: ModelFaults = field(default_factory=ModelFaults)
+    #: How Asterisk reaches the service: AudioSocket (app or Dial) or chan_websocket, and the codec
+    #: its channel carries (slin at a rate, or mu-law mislabelled as slin).
+    line: Line = Line()
 
     def script(self) -> CallerScript:
         questions = tuple(Question(a.text(), _any_reply(a), a.patience_s, a.pause_s) for a in self.asks)
@@ -193,12 +196,14 @@ class Scenario:
             else:
                 interjections.append(Interjection(item.after_question, item.delay_s, PressDigit(item.digit)))
         return CallerScript(questions, tuple(interjections), silence=self.silence, hangup_at_s=self.hangup_at_s,
-                            uuid_bytes=self.uuid_bytes)
+                            uuid_bytes=self.uuid_bytes, line=self.line)
 
     def story(self) -> str:
         """The scenario in one readable line: only what differs from a healthy, patient call."""
         parts = []
         line = {"no_frames": "silent phone: no frames", "silence": "silence frames", "noise": "line noise"}[self.silence]
+        if self.line != Line():
+            line += ", " + describe_line(self.line)
         if self.uuid_bytes is not None:
             parts.append(f"caller ({line}) hangs up after sending {self.uuid_bytes} of the UUID message's 19 bytes")
         else:
@@ -217,6 +222,16 @@ class Scenario:
         if self.hangup_at_s is not None and self.uuid_bytes is None:
             parts.append(f"caller hangs up at {self.hangup_at_s:g} s")
         return "; ".join(parts)
+
+
+def describe_line(line: Line) -> str:
+    """"over chan_websocket (json, slin16)", "Dial(AudioSocket) without c(slin): mu-law as slin"."""
+    if line.transport == "websocket":
+        return f"over chan_websocket ({line.control}, {line.codec})"
+    how = "the AudioSocket() app" if line.mode == "app" else "Dial(AudioSocket)"
+    if line.codec == "ulaw":
+        return f"{how} without c(slin): mu-law labelled as slin"
+    return f"{how} with {line.codec}" if line.codec != "slin" else how
 
 
 def _any_reply(ask: Ask) -> str:

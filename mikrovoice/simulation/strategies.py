@@ -13,6 +13,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from mikrovoice.config import Settings
+from mikrovoice.sim.asterisk import Line
 from mikrovoice.sim.realtime import ModelFaults
 from mikrovoice.sim.routeros import FAULTS
 from mikrovoice.simulation.scenario import (
@@ -28,7 +29,8 @@ from mikrovoice.simulation.scenario import (
 )
 
 BACKCHANNELS = ("ajá", "sí", "mmm", "ok")
-DTMF = "0123456789*#"
+#: What Asterisk forwards: the 16 digits, a-d from SIP INFO, X for a hook flash.
+DTMF = "0123456789*#ABCDabcdX"
 
 
 def tenths(low: float, high: float) -> st.SearchStrategy[float]:
@@ -64,6 +66,18 @@ def interjection(question_count: int) -> st.SearchStrategy[Interjections]:
         st.builds(BargeIn, after, tenths(0.2, 4.0)),
         st.builds(Digit, after, tenths(0.5, 30.0), st.sampled_from(DTMF)),
     )
+
+
+def lines() -> st.SearchStrategy[Line]:
+    """How Asterisk reaches the service; the plain AudioSocket() app most often (it shrinks to it)."""
+    audiosocket = st.one_of(
+        st.just(Line()),
+        st.builds(lambda codec: Line(mode="dial", codec=codec),
+                  st.sampled_from(("slin", "slin16", "slin24", "slin48", "slin44", "ulaw"))),
+    )
+    websocket = st.builds(lambda control, codec: Line("websocket", control=control, codec=codec),
+                          st.sampled_from(("plain-text", "json")), st.sampled_from(("slin", "slin16", "ulaw")))
+    return st.one_of(audiosocket, websocket)
 
 
 def router_behaviour(name: str, settings: Settings) -> st.SearchStrategy[RouterBehaviour]:
@@ -121,8 +135,11 @@ def scenarios(draw: st.DrawFn, settings: Settings) -> Scenario:
     # 1: the first reconnect finds a healthy model; more than reconnect_attempts: it never comes back.
     fault_sessions = draw(st.integers(1, settings.reconnect_attempts + 2)) if model != ModelFaults() else 1
     seed = draw(st.integers(0, 2**16))
+    line = draw(lines())
+    if line.transport == "websocket":
+        uuid_bytes = None  # no UUID message on chan_websocket
     return Scenario(questions, interjections, silence, hangup, uuid_bytes, routers, model, seed,
-                    model_fault_sessions=fault_sessions)
+                    model_fault_sessions=fault_sessions, line=line)
 
 
 def _reachable(questions: tuple[Ask, ...], names: tuple[str, ...]) -> set[str]:

@@ -39,6 +39,8 @@ from mikrovoice.simulation.network import Connection, MemoryNetwork
 from mikrovoice.simulation.scenario import UNREACHABLE, Scenario
 
 MODEL_HOST = "realtime.sim"
+#: Where the service takes chan_websocket calls in the simulated world.
+WEBSOCKET_LISTEN = ("127.0.0.1", 9093)
 ROUTER_USER = "mikrovoice-ro"
 ROUTER_PASSWORD = "sim-router-secret"
 API_KEY = "sk-sim-secret"
@@ -168,6 +170,7 @@ async def _run(scenario: Scenario, settings: Settings, logs: list[LogLine]) -> C
                           connection_hold=voice.speak(settings.phrases.connection_hold))
         service = CallService(settings, stats, dial=net.dial, prompts=prompts)
         net.listen(*settings.listen, service.handle, "mikrovoice")
+        net.listen(*WEBSOCKET_LISTEN, service.handle_websocket, "mikrovoice websocket")
 
         # The caller repeats a question when the assistant says the line was cut, greets them only
         # now (a model that came up late never heard it), or asks what they want (it heard only
@@ -180,7 +183,8 @@ async def _run(scenario: Scenario, settings: Settings, logs: list[LogLine]) -> C
         observation = CallObservation(scenario, settings, caller.report, None, ledger, fleet, net.connections, logs,
                                       started_at=trio.current_time())
         with trio.move_on_after(HORIZON_S):
-            await caller.call(*settings.listen, dial=net.dial)
+            where = WEBSOCKET_LISTEN if scenario.line.transport == "websocket" else settings.listen
+            await caller.call(*where, dial=net.dial)
         observation.caller_done_at = trio.current_time()
         if stats.calls:
             observation.record = stats.calls[0]

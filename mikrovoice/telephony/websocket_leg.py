@@ -27,7 +27,9 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
@@ -46,6 +48,9 @@ MEDIA_START_TIMEOUT_S = 5.0
 BATCH_FRAMES = 5  # 100 ms per BINARY message and per mark: the precision of "what was heard"
 LEAD_FRAMES = 15  # at most 300 ms queued in Asterisk ahead of what it has played
 STATUS_EVERY_S = 10.0
+#: Our hang-up waits at most this for Asterisk to play what is queued, then this for its close.
+DRAIN_S = 1.0
+CLOSE_S = 0.5
 #: Variables of MEDIA_START (JSON) that may hold the caller's number, set in the dialplan before
 #: Dial(), e.g. ``Set(MIKROVOICE_CALLER=${CALLERID(num)})``.
 CALLER_VARIABLES = ("MIKROVOICE_CALLER", "CALLERID_NUM", "CALLERID(num)")
@@ -241,20 +246,28 @@ class WebSocketLeg:
         return slin
 
     async def play(self, playout: Playout) -> None:
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._status_watch)
-                nursery.start_soon(self._send_urgent)
-                while True:
-                    if self._xoff:
-                        await self._xon.wait()
-                        continue
-                    if self._in_flight < LEAD_FRAMES and playout.has_sound:
-                        await self._send_batch(playout)
-                        continue
-                    await trio.sleep(0.02)
-        except ConnectionClosed:
-            return
+        """Until cancelled, or until the WebSocket closes (then return: receive() says why)."""
+        async with trio.open_nursery() as nursery:
+
+            async def until_closed(task: Callable[[], Awaitable[None]]) -> None:
+                try:
+                    await task()
+                except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
+                    nursery.cancel_scope.cancel()
+
+            nursery.start_soon(until_closed, self._status_watch)
+            nursery.start_soon(until_closed, self._send_urgent)
+            nursery.start_soon(until_closed, partial(self._pump, playout))
+
+    async def _pump(self, playout: Playout) -> None:
+        while True:
+            if self._xoff:
+                await self._xon.wait()
+                continue
+            if self._in_flight < LEAD_FRAMES and playout.has_sound:
+                await self._send_batch(playout)
+                continue
+            await trio.sleep(0.02)
 
     async def _send_batch(self, playout: Playout) -> None:
         frames = [playout.take() for _ in range(BATCH_FRAMES)]
@@ -267,8 +280,11 @@ class WebSocketLeg:
         mark = str(next(self._marks))
         self._batches.append(_Batch(mark, items))
         self._in_flight += len(frames)
-        await self._send(self._channel_audio(b"".join(frame.pcm for frame in frames)))
-        await self._command(cw.MarkMedia(mark))
+        # Taken from the playout is as good as said: a cancel (the call's end right after a goodbye's
+        # last frame was taken) must not lose it. Bounded: a stuck peer cannot hold the call.
+        with trio.CancelScope(shield=True), trio.move_on_after(DRAIN_S):
+            await self._send(self._channel_audio(b"".join(frame.pcm for frame in frames)))
+            await self._command(cw.MarkMedia(mark))
 
     async def _status_watch(self) -> None:
         while True:
@@ -299,10 +315,20 @@ class WebSocketLeg:
             await self._send(text)
 
     async def hang_up(self) -> None:
-        await self._command(cw.Hangup())
-        with trio.move_on_after(1.0):
-            while True:
-                await self.ws.get_message()  # until Asterisk closes
+        """HANGUP once Asterisk has played what we sent (the last words of a goodbye are in its
+        queue: a HANGUP now would cut them), then wait for its close."""
+        try:
+            with trio.move_on_after(DRAIN_S):
+                while self._in_flight > 0:
+                    message = await self.ws.get_message()
+                    if isinstance(message, str):
+                        self._on_text(message)
+            await self._command(cw.Hangup())
+            with trio.move_on_after(CLOSE_S):
+                while True:
+                    await self.ws.get_message()  # until Asterisk closes
+        except ConnectionClosed:
+            return  # closed: the caller hung up first, or Asterisk did on our HANGUP
 
     async def aclose(self) -> None:
         await self.ws.aclose()

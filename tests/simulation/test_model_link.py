@@ -113,9 +113,11 @@ def test_a_model_that_never_comes_back_gets_a_bounded_number_of_attempts_then_th
 def test_a_60_minute_call_recycles_its_model_session_before_openai_ends_it() -> None:
     # The caller asks at once, then again after 58 minutes of silence. OpenAI ends a session at 60
     # minutes (the simulator too: session_expired + close 1001); mikrovoice replaces it at 55 min,
-    # at a quiet moment, and replays the conversation into the new one.
+    # at a quiet moment, and replays the conversation into the new one. The caller's line sends
+    # its noise all along (no silence suppression): a line that sends nothing for 58 idle minutes
+    # would be ended by the inactivity watch after 2 (inactivity_timeout_s).
     scenario = Scenario(asks=(Ask("devices", ("152.1",)), Ask("sfp_all", pause_s=58 * 60.0)),
-                        routers=FAST, silence="no_frames", seed=5)
+                        routers=FAST, silence="noise", seed=5)
     obs = simulate_call(scenario, SETTINGS)
     assert invariants.check(obs) == {}
     record = obs.record
