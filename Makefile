@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint diagram bench clean
+.PHONY: demo test lint diagram bench clean asterisk-libs
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,21 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/mikrovoice demo
 
-test: $(STAMP) lint
+# The real Asterisk of tests/interop (a build for Debian 12 amd64, vendored there) needs these
+# runtime libraries; a fresh machine may lack some: install them (Debian/Ubuntu, as root or sudo).
+ASTERISK_LIBS := libxml2 libxslt1.1 libsqlite3-0 libssl3 libjansson4 libuuid1 libcrypt1 libedit2
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+asterisk-libs:
+	@command -v dpkg >/dev/null || { echo "asterisk-libs: no dpkg here; tests/interop says what is missing"; exit 0; }; \
+	missing=$$(for p in $(ASTERISK_LIBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing for the real Asterisk of tests/interop:" $$missing; \
+		$(SUDO) apt-get install -y --no-install-recommends $$missing \
+		|| { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends $$missing; }; \
+	fi
+
+test: $(STAMP) lint asterisk-libs
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
