@@ -157,11 +157,13 @@ _MODEL_FAULT_SPECS = """\
 
 def _sim_call(args: argparse.Namespace) -> int:
     from mikrovoice.demo import SEED_QUESTIONS
-    from mikrovoice.sim.asterisk import AsteriskCaller, CallerScript, Question
+    from mikrovoice.sim.asterisk import AsteriskCaller, CallerScript, Line, Question
 
     host, port = parse_hostport(args.to)
     questions = [Question(q, r".") for q in args.say] if args.say else SEED_QUESTIONS
-    report = trio.run(AsteriskCaller(CallerScript(tuple(questions))).call, host, port)
+    line = Line(args.transport, mode=args.mode, codec=args.codec, control=args.control)
+    caller = AsteriskCaller(CallerScript(tuple(questions), silence=args.silence, line=line), record_wav=args.record)
+    report = trio.run(caller.call, host, port)
     for result in report.questions:
         print(f"«{result.text}» -> {result.answer or '(sin respuesta)'}  (silencio máx. {result.max_dead_air_s} s)")
     if report.error:
@@ -170,6 +172,8 @@ def _sim_call(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mikrovoice.sim.asterisk import CODECS, MODES, SILENCE_MODES, TRANSPORTS
+
     parser = argparse.ArgumentParser(prog="mikrovoice", description="Phone voice assistant for MikroTik NOC operators.")
     parser.add_argument("--version", action="version", version=f"mikrovoice {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -235,9 +239,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="session length limit: then error session_expired and close 1001 (default 3600, as the real service)")
     model.add_argument("--api-key", help="accept only this Bearer key (default: any)")
     model.set_defaults(run=_sim_model)
-    call = sim.add_parser("call", help="an Asterisk caller that dials an AudioSocket server")
-    call.add_argument("--to", required=True, help="AudioSocket server HOST:PORT")
+    call = sim.add_parser("call", help="an Asterisk caller that dials the service (AudioSocket or chan_websocket)")
+    call.add_argument("--to", required=True, help="the service's HOST:PORT (AudioSocket, or chan_websocket)")
     call.add_argument("--say", action="append", help="a question to ask (repeatable; default: the seed's two)")
+    call.add_argument("--transport", choices=TRANSPORTS, default="audiosocket")
+    call.add_argument("--mode", choices=MODES, default="app",
+                      help="AudioSocket: the AudioSocket() app (2 s rule) or Dial(AudioSocket/...) (no timer)")
+    call.add_argument("--codec", choices=CODECS, default="slin",
+                      help="what the channel carries; ulaw: Dial(AudioSocket) without c(slin), mu-law as slin")
+    call.add_argument("--control", choices=("plain-text", "json"), default="plain-text", help="chan_websocket f()")
+    call.add_argument("--silence", choices=SILENCE_MODES, default="no_frames",
+                      help="what the line sends while the caller is silent (a real Asterisk: nothing)")
+    call.add_argument("--record", metavar="FILE.wav", help="record what the caller heard")
     call.set_defaults(run=_sim_call)
     return parser
 

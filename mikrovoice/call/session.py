@@ -692,6 +692,7 @@ class CallSession:
     def _refresh_quiet(self) -> None:
         if self.machine.is_terminated:
             return
+        self._busy_at = trio.current_time()  # something happened: the inactivity clock restarts
         self.quiet.update(self.playout.speaking or self.caller_speaking)
         self.playout.comfort_on = self.machine.wants_comfort and not self.caller_speaking
         self.quiet.poke()

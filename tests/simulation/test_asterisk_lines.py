@@ -131,3 +131,20 @@ def test_a_digit_left_unanswered_is_caught(monkeypatch: pytest.MonkeyPatch) -> N
     obs = simulate_call(replace(TWO_QUESTIONS, interjections=(Digit(0, 8.0, "#"),)), SETTINGS)
     found = invariants.check(obs)
     assert "digits_answered" in found and "did not hear the last answer again" in found["digits_answered"][0]
+
+
+@pytest.mark.parametrize("line", [Line(), Line("websocket")], ids=["audiosocket", "websocket"])
+def test_a_line_that_sends_nothing_while_the_call_is_idle_is_ended(line: Line) -> None:
+    # The caller listens to the greeting and says nothing, on a line that sends no frames: after
+    # inactivity_timeout_s of an idle call the service ends it (a dead or broken peer looks the
+    # same). A line that sends its noise is alive, and is kept until the caller hangs up.
+    silent = Scenario(asks=(Ask("devices", ("152.1",), pause_s=300.0),), routers=fleet(), silence="no_frames",
+                      hangup_at_s=200.0, line=line)
+    obs = simulate_call(silent, SETTINGS)
+    assert obs.record is not None and obs.record.end_reason == "nothing from Asterisk for 120 s"
+    (inactive,) = events(obs, "call.inactive")
+    greeting_end = obs.caller.heard[0].end
+    assert obs.t(obs.record.ended_at) == pytest.approx(obs.t(greeting_end) + 120.0, abs=1.0)
+    alive = simulate_call(replace(silent, silence="noise"), SETTINGS)
+    assert alive.record is not None and alive.record.end_reason.startswith("caller hung up")
+    assert obs.t(alive.record.ended_at) == pytest.approx(200.0, abs=0.1)
