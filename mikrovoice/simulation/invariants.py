@@ -388,9 +388,12 @@ def barge_in_heard(obs: CallObservation) -> list[str]:
         if not started:
             problems.append(f"{_at(obs, t)} {item} truncated at {heard_ms} ms, but the caller had heard nothing")
             continue
-        if not ongoing:
+        # The cut item is the utterance that began last before the cut (an item that follows
+        # another back to back begins where the other ends), if it was still being heard.
+        current = max(started, key=lambda h: h.start)
+        if current.end < t - FRAME_SLACK_S:
             continue  # the item ended before the cut (queued speech behind it was dropped)
-        heard_for = (t - ongoing[-1].start) * 1000
+        heard_for = (t - current.start) * 1000
         if heard_ms > heard_for + FRAME_SLACK_S * 1000 * 1.5:
             problems.append(f"{_at(obs, t)} {item} truncated at {heard_ms} ms; the caller had heard {heard_for:.0f} ms")
         elif heard_for - heard_ms > BARGE_IN_UNDER_MS[transport] + FRAME_SLACK_S * 1000:

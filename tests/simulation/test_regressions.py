@@ -38,6 +38,13 @@ STORIES = {
         Scenario(asks=(Ask("unknown_router", ("999.9",), patience_s=23),), silence="no_frames", hangup_at_s=23,
                  model=ModelFaults(spurious_error_after_s=0.0), routers=FAST, seed=3),
         brain.ANSWER_PROBLEM, 1),
+    # Issue 7 (seed 111, 1000 calls): an impatient caller asks again over the model's preamble;
+    # the cut comes 40 ms into the next item, which began where the preamble ended. The
+    # truncation (40 ms) was right; the invariant had taken the preamble for the cut item.
+    "a question asked over the first 40 ms of the next item": (
+        Scenario(asks=(Ask("unknown_router", ("999.9",), patience_s=3.0), Ask("devices", ("152.1",))),
+                 routers=FAST),
+        brain.ANSWER_DEVICES, 1),
 }
 
 
