@@ -52,7 +52,8 @@ STATUS_EVERY_S = 10.0
 DRAIN_S = 1.0
 CLOSE_S = 0.5
 #: Variables of MEDIA_START (JSON) that may hold the caller's number, set in the dialplan before
-#: Dial(), e.g. ``Set(MIKROVOICE_CALLER=${CALLERID(num)})``.
+#: Dial() as an inherited variable, e.g. ``Set(_MIKROVOICE_CALLER=${CALLERID(num)})`` (without the
+#: ``_`` it stays on the caller's channel: measured on 23.4.1).
 CALLER_VARIABLES = ("MIKROVOICE_CALLER", "CALLERID_NUM", "CALLERID(num)")
 #: Formats we can carry: 8 kHz mu-law or slin at any rate Asterisk knows.
 SUPPORTED_FORMATS = frozenset({"ulaw", "slin", "slin12", "slin16", "slin24", "slin32", "slin44", "slin48",
