@@ -1,6 +1,6 @@
 """One real Asterisk and the real service for the whole interop session.
 
-The ``interop`` fixture places the calls of every collected interop module (their ``CALLS``) at
+The ``interop`` fixture places the calls of every collected interop module (their ``INTEROP_CALLS``) at
 once, in one Trio run, and hands the results to many small synchronous tests. No Asterisk here:
 the tests skip, saying why (or fail, when ``$CI`` is set).
 """
@@ -16,7 +16,8 @@ from tests.interop.scenarios import PLANS, Run, run_all
 
 @pytest.fixture(scope="session")
 def interop(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Run:
-    wanted = {name for item in request.session.items for name in getattr(item.module, "CALLS", ())}
+    # The calls the collected interop modules need (their INTEROP_CALLS), placed all at once.
+    wanted = {name for item in request.session.items for name in getattr(item.module, "INTEROP_CALLS", ())}
     plans = {name: plan for name, plan in PLANS.items() if name in wanted}
     try:
         asterisk = RealAsterisk(locate(), tmp_path_factory.mktemp("asterisk"))

@@ -26,7 +26,7 @@ from tests.interop.scenarios import (
     stops_at_the_barge_in,
 )
 
-CALLS = ("app", "dial_slin", "dial_ulaw", "silent", "dtmf", "hangup_mid_query", "service_hangs_up",
+INTEROP_CALLS = ("app", "dial_slin", "dial_ulaw", "silent", "dtmf", "hangup_mid_query", "service_hangs_up",
          "fallback_down", "fallback_up", "fallback_refused", "barge_app")
 ANSWERING = ("app", "dial_slin", "dial_ulaw")  # greeting, one question, its answer, the caller hangs up
 

@@ -24,7 +24,7 @@ from tests.interop.scenarios import (
     stops_at_the_barge_in,
 )
 
-CALLS = ("websocket", "barge_ws")
+INTEROP_CALLS = ("websocket", "barge_ws")
 
 
 def placed(interop: Run, name: str) -> CallResult:
