@@ -68,9 +68,10 @@ APP_INACTIVITY_S = 2.0
 TRANSPORTS = ("audiosocket", "websocket")
 MODES = ("app", "dial")
 #: What the line's channel carries toward the service: slin at a rate (AudioSocket kinds 0x10-0x18,
-#: chan_websocket c(slin...)), or "ulaw": Dial(AudioSocket/...) without c(slin) on a G.711 leg,
-#: raw mu-law under the slin kind (measured on Asterisk 23.4.1).
-CODECS = ("slin", "slin12", "slin16", "slin24", "slin32", "slin44", "slin48", "slin96", "slin192", "ulaw")
+#: chan_websocket c(slin...)), or "ulaw"/"alaw": Dial(AudioSocket/...) without c(slin) on a G.711
+#: leg, raw G.711 under the slin kind (measured on Asterisk 23.4.1 with c(ulaw)); on chan_websocket,
+#: c(ulaw)/c(alaw).
+CODECS = ("slin", "slin12", "slin16", "slin24", "slin32", "slin44", "slin48", "slin96", "slin192", "ulaw", "alaw")
 _HANGOVER_FRAMES = 10  # 200 ms of silence ends a heard utterance
 SILENCE_MODES = ("noise", "silence", "no_frames")
 _NOISE_FRAMES = 64  # distinct line-noise frames, cycled
@@ -179,17 +180,18 @@ class Line:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.codec not in CODECS:
             raise ValueError(f"codec must be one of {CODECS}, got {self.codec!r}")
-        if self.transport == "websocket" and self.codec not in ("slin", "slin16", "slin24", "ulaw"):
-            raise ValueError(f"the simulated chan_websocket line carries slin, slin16, slin24 or ulaw, not {self.codec!r}")
+        if self.transport == "websocket" and self.codec not in ("slin", "slin16", "slin24", "ulaw", "alaw"):
+            raise ValueError(f"the simulated chan_websocket line carries slin, slin16, slin24, ulaw or alaw, "
+                             f"not {self.codec!r}")
 
     @property
     def rate(self) -> int:
-        return 8000 if self.codec == "ulaw" else SAMPLE_RATES[_CODEC_KINDS[self.codec]]
+        return 8000 if self.codec in ("ulaw", "alaw") else SAMPLE_RATES[_CODEC_KINDS[self.codec]]
 
 
 _CODEC_KINDS = {"slin": Kind.SLIN, "slin12": Kind.SLIN12, "slin16": Kind.SLIN16, "slin24": Kind.SLIN24,
                 "slin32": Kind.SLIN32, "slin44": Kind.SLIN44, "slin48": Kind.SLIN48, "slin96": Kind.SLIN96,
-                "slin192": Kind.SLIN192, "ulaw": Kind.SLIN}
+                "slin192": Kind.SLIN192, "ulaw": Kind.SLIN, "alaw": Kind.SLIN}
 
 
 @dataclass(frozen=True)
@@ -509,6 +511,8 @@ class AsteriskCaller:
         codec = self.script.line.codec
         if codec == "ulaw":
             return g711.ulaw_to_slin(frame)
+        if codec == "alaw":
+            return g711.alaw_to_slin(frame)
         if codec == "slin":
             return frame
         if self._downsampler is None:
@@ -555,6 +559,8 @@ class AsteriskCaller:
             return slin
         if codec == "ulaw":
             return g711.slin_to_ulaw(slin)
+        if codec == "alaw":
+            return g711.slin_to_alaw(slin)
         if self._upsampler is None:
             self._upsampler = Resampler(8000, self.script.line.rate)
         return self._upsampler.process(slin)

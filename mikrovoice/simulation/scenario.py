@@ -229,8 +229,8 @@ def describe_line(line: Line) -> str:
     if line.transport == "websocket":
         return f"over chan_websocket ({line.control}, {line.codec})"
     how = "the AudioSocket() app" if line.mode == "app" else "Dial(AudioSocket)"
-    if line.codec == "ulaw":
-        return f"{how} without c(slin): mu-law labelled as slin"
+    if line.codec in ("ulaw", "alaw"):
+        return f"{how} without c(slin): {'mu' if line.codec == 'ulaw' else 'A'}-law labelled as slin"
     return f"{how} with {line.codec}" if line.codec != "slin" else how
 
 

@@ -73,10 +73,10 @@ def lines() -> st.SearchStrategy[Line]:
     audiosocket = st.one_of(
         st.just(Line()),
         st.builds(lambda codec: Line(mode="dial", codec=codec),
-                  st.sampled_from(("slin", "slin16", "slin24", "slin48", "slin44", "ulaw"))),
+                  st.sampled_from(("slin", "slin16", "slin24", "slin48", "slin44", "ulaw", "alaw"))),
     )
     websocket = st.builds(lambda control, codec: Line("websocket", control=control, codec=codec),
-                          st.sampled_from(("plain-text", "json")), st.sampled_from(("slin", "slin16", "ulaw")))
+                          st.sampled_from(("plain-text", "json")), st.sampled_from(("slin", "slin16", "ulaw", "alaw")))
     return st.one_of(audiosocket, websocket)
 
 

@@ -3,11 +3,11 @@
 Inbound, each message becomes what the call needs (``telephony.leg``):
 - slin at 8 kHz (kind 0x10) is companded to mu-law; slin at 12-192 kHz (0x11-0x18, the channel
   driver with ``c(slin16)`` and the like) is resampled to 8 kHz first (``telephony.resample``);
-- mu-law mislabelled as slin (``Dial(AudioSocket/...)`` without ``c(slin)`` on a G.711 leg:
-  raw mu-law bytes under kind 0x10) is recognised within a second (``telephony.sniff``) and
-  taken as mu-law, with one warning that tells the administrator to add ``c(slin)``. Until the
-  sniffer decides, the caller's audio is held (at most a second), so the model never hears
-  noise that would cut the greeting;
+- G.711 mislabelled as slin (``Dial(AudioSocket/...)`` without ``c(slin)`` on a G.711 leg:
+  raw mu-law or A-law bytes under kind 0x10) is recognised within a second (``telephony.sniff``)
+  and decoded by its law, with one warning that tells the administrator to add ``c(slin)``.
+  Until the sniffer decides, the caller's audio is held (at most a second), so the model never
+  hears noise that would cut the greeting;
 - DTMF: any byte; ``a``-``d`` are ``A``-``D``; an unknown one is logged and ignored;
 - the peer's close is the caller's hang-up; a protocol error ends the leg at once (an unknown
   kind on its header alone); so does a message begun and not finished within
@@ -60,7 +60,7 @@ class AudioSocketLeg:
         self.stream = stream
         self.partial_frame_timeout_s = partial_frame_timeout_s
         self.sniffer = SlinSniffer()
-        self.mislabelled = False  # the 0x10 frames are mu-law
+        self.mislabelled: Verdict | None = None  # the 0x10 frames are G.711: ULAW or ALAW
         self._held: list[bytes] = []
         self._held_bytes = 0
         self._carry = b""  # a trailing odd byte of slin
@@ -134,6 +134,9 @@ class AudioSocketLeg:
     def _caller_audio(self, message: Audio) -> CallerAudio | None:
         if message.kind != Kind.SLIN:
             return self._resampled(message)
+        if self.sniffer.provisional:  # mu-law so far; quieter audio may still show A-law
+            if self.sniffer.feed(message.payload, trio.current_time()) is Verdict.ALAW:
+                self._mislabelled_as(Verdict.ALAW)
         if self.sniffer.verdict is Verdict.UNDECIDED:
             verdict = self.sniffer.feed(message.payload, trio.current_time())
             if verdict is Verdict.UNDECIDED and self._held_bytes + len(message.payload) < SNIFF_HOLD_BYTES:
@@ -143,17 +146,24 @@ class AudioSocketLeg:
             payload = b"".join([*self._held, message.payload])
             self._held.clear()
             self._held_bytes = 0
-            if verdict is Verdict.ULAW:
-                self.mislabelled = True
-                event(log, "call.audiosocket_mislabelled", level=logging.WARNING, reason=self.sniffer.reason,
-                      hint="Asterisk sends mu-law under the slin kind: add /c(slin) to Dial(AudioSocket/...) "
-                           "(taken as mu-law meanwhile)")
+            if verdict in (Verdict.ULAW, Verdict.ALAW):
+                self._mislabelled_as(verdict)
             return self._decoded(payload)
         return self._decoded(message.payload)
 
+    def _mislabelled_as(self, law: Verdict) -> None:
+        self.mislabelled = law
+        name = "mu-law" if law is Verdict.ULAW else "A-law"
+        event(log, "call.audiosocket_mislabelled", level=logging.WARNING, reason=self.sniffer.reason,
+              hint=f"Asterisk sends {name} under the slin kind: add /c(slin) to Dial(AudioSocket/...) "
+                   f"(taken as {name} meanwhile)")
+
     def _decoded(self, payload: bytes) -> CallerAudio:
-        if self.mislabelled:
+        if self.mislabelled is Verdict.ULAW:
             return CallerAudio(payload, loud_ms(g711.ulaw_to_slin(payload)))
+        if self.mislabelled is Verdict.ALAW:
+            slin = g711.alaw_to_slin(payload)
+            return CallerAudio(g711.slin_to_ulaw(slin), loud_ms(slin))
         slin = self._carry + payload
         if len(slin) % 2:
             slin, self._carry = slin[:-1], slin[-1:]

@@ -1,7 +1,9 @@
-"""G.711 mu-law <-> 16-bit linear PCM, by table lookup (the ITU/Sun reference algorithm).
+"""G.711 mu-law and A-law <-> 16-bit linear PCM, by table lookup (the ITU/Sun reference algorithm).
 
 Pure code: bytes in, bytes out. Matches CPython's ``audioop.lin2ulaw``/``ulaw2lin`` bit for
-bit (tested), without depending on ``audioop`` (removed in Python 3.13). Companding only:
+bit (tested; ``lin2alaw``/``alaw2lin`` likewise), without depending on ``audioop`` (removed in
+Python 3.13). A-law is the PSTN's law outside North America and Japan (Colombia's trunks
+included): a leg may carry it, and the model takes mu-law, so A-law is decoded. Companding only:
 8 kHz stays 8 kHz, so the call path never resamples.
 
 The reference algorithm below fills two tables once, at import: a mu-law code for each of the
@@ -42,6 +44,37 @@ def _ulaw_to_linear(code: int) -> int:
     return (_BIAS - t) if u & 0x80 else (t - _BIAS)
 
 
+_SEG_AEND = (0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF)
+
+
+def _linear_to_alaw(sample: int) -> int:
+    pcm = sample >> 3
+    if pcm >= 0:
+        mask = 0xD5  # sign (7th) bit = 1
+    else:
+        mask = 0x55  # sign bit = 0
+        pcm = -pcm - 1
+    for seg, end in enumerate(_SEG_AEND):
+        if pcm <= end:
+            aval = seg << 4
+            aval |= (pcm >> 1) & 0x0F if seg < 2 else (pcm >> seg) & 0x0F
+            return aval ^ mask
+    return 0x7F ^ mask
+
+
+def _alaw_to_linear(code: int) -> int:
+    a = code ^ 0x55
+    t = (a & 0x0F) << 4
+    seg = (a & 0x70) >> 4
+    if seg == 0:
+        t += 8
+    elif seg == 1:
+        t += 0x108
+    else:
+        t = (t + 0x108) << (seg - 1)
+    return t if a & 0x80 else -t
+
+
 _SLIN_INDEX: Final = np.dtype("<u2")  # a slin sample read as an unsigned table index
 _SLIN: Final = np.dtype("<i2")  # a slin sample: signed 16-bit little-endian
 # Index: the sample as an unsigned 16-bit value.
@@ -52,6 +85,12 @@ _DECODE: NDArray[np.int16] = np.array([_ulaw_to_linear(c) for c in range(256)], 
 
 #: One mu-law byte of digital silence.
 ULAW_SILENCE: int = int(_ENCODE[0])
+_AENCODE: NDArray[np.uint8] = np.array(
+    [_linear_to_alaw(v - 0x10000 if v >= 0x8000 else v) for v in range(0x10000)], dtype=np.uint8
+)
+_ADECODE: NDArray[np.int16] = np.array([_alaw_to_linear(c) for c in range(256)], dtype=_SLIN)
+#: One A-law byte of digital silence.
+ALAW_SILENCE: int = int(_AENCODE[0])
 
 
 def slin_to_ulaw(pcm: bytes | bytearray | memoryview) -> bytes:
@@ -65,3 +104,16 @@ def slin_to_ulaw(pcm: bytes | bytearray | memoryview) -> bytes:
 def ulaw_to_slin(ulaw: bytes | bytearray | memoryview) -> bytes:
     """mu-law to signed 16-bit little-endian PCM."""
     return _DECODE.take(np.frombuffer(ulaw, np.uint8)).tobytes()
+
+
+def slin_to_alaw(pcm: bytes | bytearray | memoryview) -> bytes:
+    """Signed 16-bit little-endian PCM to A-law, one byte per sample."""
+    size = pcm.nbytes if isinstance(pcm, memoryview) else len(pcm)
+    if size % 2:
+        raise ValueError(f"slin audio must have an even number of bytes, got {size}")
+    return _AENCODE.take(np.frombuffer(pcm, _SLIN_INDEX)).tobytes()
+
+
+def alaw_to_slin(alaw: bytes | bytearray | memoryview) -> bytes:
+    """A-law to signed 16-bit little-endian PCM."""
+    return _ADECODE.take(np.frombuffer(alaw, np.uint8)).tobytes()

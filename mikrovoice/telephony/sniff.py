@@ -97,6 +97,12 @@ SLIN_SHAPED: Final = -0.25
 #: Content score at or above which samples are mu-law-shaped (for the log).
 ULAW_SHAPED: Final = 0.1
 GIVE_UP_FRAMES: Final = 500
+#: The right G.711 law decodes a frame to a signal at least this many times quieter (mean |x|)
+#: than the wrong one (measured: 3.5x for -20 dBFS noise, 4.9x for speech, 30x and more for quiet
+#: lines); a frame near full scale decodes about as loud in both and does not vote.
+LAW_RATIO: Final = 2.0
+#: Frames that must vote for a law (and four times more than for the other) to decide it.
+LAW_VOTES: Final = 5
 #: Frames arriving less than this apart arrived together (one read, or a burst after a stall).
 CLUSTER: Final = 0.001
 #: Intervals left out of each window: the two that took longest beyond their bytes' slin time.
@@ -143,13 +149,17 @@ _LOG_SINH: Final = np.log(np.sinh(0.5 / _SCALES))
 _LOG_TAIL: Final = math.log(0.5) - 32767.0 / _SCALES
 
 
-def content_score(payload: bytes | bytearray | memoryview) -> tuple[float, int]:
-    """(log-likelihood ratio in nats, bytes scored): mu-law over slin, for one frame's even part."""
+def content_score(payload: bytes | bytearray | memoryview, law: str = "ulaw") -> tuple[float, int]:
+    """(log-likelihood ratio in nats, bytes scored): G.711 over slin, for one frame's even part.
+
+    ``law`` "alaw" scores the bytes as A-law codes: each is re-coded to the mu-law code of the
+    same sample (the two laws' cells nearly coincide), the slin side is unchanged."""
     data = bytes(payload)
     data = data[: len(data) & ~1]
     if not data:
         return 0.0, 0
-    codes = np.frombuffer(data, np.uint8)
+    code_bytes = data if law == "ulaw" else g711.slin_to_ulaw(g711.alaw_to_slin(data))
+    codes = np.frombuffer(code_bytes, np.uint8)
     counts = np.bincount(_MAGNITUDE[codes], minlength=128).astype(np.float64)
     ulaw = float((_ULAW_LOG_P @ counts).max())
     samples = np.frombuffer(data, _SLIN).astype(np.int64)
@@ -176,6 +186,10 @@ class Verdict(enum.Enum):
     UNDECIDED = "undecided"
     SLIN = "slin"
     ULAW = "ulaw"
+    #: A-law bytes under the slin label (an A-law leg: the PSTN's law in Colombia); decode with
+    #: ``g711.alaw_to_slin``. Told from mu-law by which law gives the quieter signal: the wrong law
+    #: turns speech and silence into loud noise (mean |x| 3.5 to 100 times higher).
+    ALAW = "alaw"
 
 
 class SlinSniffer:
@@ -183,6 +197,8 @@ class SlinSniffer:
 
     def __init__(self) -> None:
         self.verdict = Verdict.UNDECIDED
+        #: ULAW, but the law is not sure yet (see ``feed``): keep feeding.
+        self.provisional = False
         #: A short explanation of the verdict, for the log ("" while undecided).
         self.reason = ""
         self._frames = 0
@@ -200,10 +216,28 @@ class SlinSniffer:
         self._weight = 0
         self._ulaw_weight = 0
         self._score = 0.0  # content: total log-likelihood ratio, nats
+        self._score_alaw = 0.0  # the same, the bytes taken as A-law
         self._scored = 0  # content: bytes scored
+        self._ulaw_votes = 0  # frames that decode quieter as mu-law
+        self._alaw_votes = 0  # ... as A-law
 
     def feed(self, payload: bytes | bytearray | memoryview, at: float) -> Verdict:
-        """One kind-0x10 payload that arrived at ``at`` seconds; returns the verdict so far."""
+        """One kind-0x10 payload that arrived at ``at`` seconds; returns the verdict so far.
+
+        A verdict is final, but for one case: G.711 whose law the first second could not tell
+        (loud audio decodes about as loud in both laws) is taken as mu-law *provisionally*; the
+        caller keeps feeding while ``provisional``, and the verdict turns to ALAW if quieter audio
+        shows it, or becomes final after ``GIVE_UP_FRAMES``."""
+        if self.provisional:
+            self._frames += 1
+            self._weigh_laws(bytes(payload))
+            law = self._law()
+            if law is not None or self._frames >= GIVE_UP_FRAMES:
+                self.provisional = False
+                if law is Verdict.ALAW:
+                    self.verdict = law
+                    self.reason += "; A-law, as quieter audio showed"
+            return self.verdict
         if self.verdict is not Verdict.UNDECIDED:
             return self.verdict
         size = len(payload)
@@ -214,6 +248,9 @@ class SlinSniffer:
         score, scored = content_score(payload)
         self._score += score
         self._scored += scored
+        # The same bytes as A-law, scored by the same model once re-coded as mu-law.
+        self._score_alaw += content_score(payload, "alaw")[0]
+        self._weigh_laws(bytes(payload))
         self._measure(size, at)
         self._decide()
         return self.verdict
@@ -253,11 +290,14 @@ class SlinSniffer:
         self._ulaw_weight += weight if rate < BOUNDARY_BYTES_PER_S else 0
 
     def _decide(self) -> None:
-        content = self._score / self._scored if self._scored else 0.0
+        law = self._law()
+        score = self._score_alaw if law is Verdict.ALAW else self._score  # the veto, in the law's terms
+        content = score / self._scored if self._scored else 0.0
         enough = self._weight >= MIN_WINDOWS
         says_ulaw = enough and self._ulaw_weight >= AGREEMENT * self._weight
         if says_ulaw and content > SLIN_SHAPED:
-            self._settle(Verdict.ULAW, f"{self._rate_text()} and {self._content_text(content)}")
+            self.provisional = law is None  # loud audio: both laws decode it about as loud
+            self._settle(law or Verdict.ULAW, f"{self._rate_text()} and {self._content_text(content, law)}")
         elif enough and self._weight - self._ulaw_weight >= AGREEMENT * self._weight:
             self._settle(Verdict.SLIN, f"{self._rate_text()}: slin at 8 kHz")
         elif self._frames >= GIVE_UP_FRAMES:
@@ -267,6 +307,24 @@ class SlinSniffer:
                 else f"no steady byte rate in {self._frames} frames"
             )
             self._settle(Verdict.SLIN, f"{why}: trusting the slin label")
+
+    def _weigh_laws(self, codes: bytes) -> None:
+        """A frame's vote: the law that decodes it to a signal LAW_RATIO times quieter (loud
+        frames, which both laws decode about as loud, abstain)."""
+        as_ulaw = float(np.abs(np.frombuffer(g711.ulaw_to_slin(codes), "<i2").astype(np.float64)).sum())
+        as_alaw = float(np.abs(np.frombuffer(g711.alaw_to_slin(codes), "<i2").astype(np.float64)).sum())
+        if as_ulaw * LAW_RATIO <= as_alaw:
+            self._ulaw_votes += 1
+        elif as_alaw * LAW_RATIO <= as_ulaw:
+            self._alaw_votes += 1
+
+    def _law(self) -> Verdict | None:
+        """Which G.711 law the bytes are, once the frames' votes say it clearly."""
+        if self._ulaw_votes >= LAW_VOTES and self._ulaw_votes >= 4 * self._alaw_votes:
+            return Verdict.ULAW
+        if self._alaw_votes >= LAW_VOTES and self._alaw_votes >= 4 * self._ulaw_votes:
+            return Verdict.ALAW
+        return None
 
     def _settle(self, verdict: Verdict, reason: str) -> None:
         self.verdict, self.reason = verdict, reason
@@ -280,7 +338,11 @@ class SlinSniffer:
         return f"{size}-byte frames every {1000 * size / rate:.0f} ms ({rate:.0f} bytes/s)"
 
     @staticmethod
-    def _content_text(score: float) -> str:
+    def _content_text(score: float, law: Verdict | None = Verdict.ULAW) -> str:
+        if law is Verdict.ALAW:
+            return "A-law-shaped samples"
+        if law is None:
+            return "G.711 samples too loud to tell the law yet (taken as μ-law)"
         if score >= ULAW_SHAPED:
             return "μ-law-shaped samples"
         if score <= SLIN_SHAPED:

@@ -7,7 +7,7 @@ Asterisk dials us (a websocket_client.conf entry, ``connection_type = per_call_c
 Inbound: ``MEDIA_START`` (plain text or JSON; its channel variables may carry the caller's
 number) starts the call; audio that arrives before it (asterisk/asterisk#1712) is kept and
 decoded once the format is known. BINARY messages are the caller's audio in the channel's format
-(slin at any rate, resampled to 8 kHz; ulaw taken as it is). ``DTMF_END`` is a digit. The close of
+(slin at any rate, resampled to 8 kHz; ulaw taken as it is; alaw decoded). ``DTMF_END`` is a digit. The close of
 the WebSocket is the caller's hang-up. A garbled TEXT message is logged and skipped.
 
 Outbound, Asterisk does the pacing: it cuts what we send into 20 ms frames, queues them (at most
@@ -55,8 +55,8 @@ CLOSE_S = 0.5
 #: Dial() as an inherited variable, e.g. ``Set(_MIKROVOICE_CALLER=${CALLERID(num)})`` (without the
 #: ``_`` it stays on the caller's channel: measured on 23.4.1).
 CALLER_VARIABLES = ("MIKROVOICE_CALLER", "CALLERID_NUM", "CALLERID(num)")
-#: Formats we can carry: 8 kHz mu-law or slin at any rate Asterisk knows.
-SUPPORTED_FORMATS = frozenset({"ulaw", "slin", "slin12", "slin16", "slin24", "slin32", "slin44", "slin48",
+#: Formats we can carry: 8 kHz G.711 (mu-law, A-law) or slin at any rate Asterisk knows.
+SUPPORTED_FORMATS = frozenset({"ulaw", "alaw", "slin", "slin12", "slin16", "slin24", "slin32", "slin44", "slin48",
                                "slin96", "slin192"})
 
 
@@ -131,10 +131,10 @@ class WebSocketLeg:
         self.control = "json" if json else "plain-text"
         if start.format not in SUPPORTED_FORMATS:
             event(log, "call.websocket_format", level=logging.ERROR, format=start.format,
-                  error="use Dial(WebSocket/<connection>/c(slin)) (or c(ulaw), c(slin16))")
+                  error="use Dial(WebSocket/<connection>/c(slin)) (or c(ulaw), c(alaw), c(slin16))")
             return None
         rate = cw.CODECS[start.format].sample_rate
-        if start.format != "ulaw" and rate != 8000:
+        if start.format not in ("ulaw", "alaw") and rate != 8000:
             self._resampler_in = Resampler(rate, 8000)
             self._resampler_out = Resampler(8000, rate)
         for audio in self._early:
@@ -152,6 +152,9 @@ class WebSocketLeg:
         assert self.start_event is not None
         if self.start_event.format == "ulaw":
             return CallerAudio(data, loud_ms(g711.ulaw_to_slin(data))) if data else None
+        if self.start_event.format == "alaw":
+            slin = g711.alaw_to_slin(data)
+            return CallerAudio(g711.slin_to_ulaw(slin), loud_ms(slin)) if data else None
         slin = self._carry + data
         if len(slin) % 2:
             slin, self._carry = slin[:-1], slin[-1:]
@@ -242,6 +245,8 @@ class WebSocketLeg:
         assert self.start_event is not None
         if self.start_event.format == "ulaw":
             return g711.slin_to_ulaw(slin)
+        if self.start_event.format == "alaw":
+            return g711.slin_to_alaw(slin)
         if self._resampler_out is not None:
             return self._resampler_out.process(slin)
         return slin

@@ -215,6 +215,7 @@ PLANS: dict[str, Plan] = {
     "app": Plan(app("@main@"), ask_devices),
     "dial_slin": Plan(dial("@main@", "slin"), ask_devices),
     "dial_ulaw": Plan(dial("@main@", "ulaw"), ask_devices),
+    "dial_alaw": Plan(dial("@main@", "alaw"), ask_devices),  # an A-law leg: Colombia's PSTN law
     "silent": Plan(app("@main@"), silent_caller),
     "dtmf": Plan(app("@main@"), dtmf),
     "hangup_mid_query": Plan(app("@main@"), hang_up_mid_query),

@@ -26,9 +26,9 @@ from tests.interop.scenarios import (
     stops_at_the_barge_in,
 )
 
-INTEROP_CALLS = ("app", "dial_slin", "dial_ulaw", "silent", "dtmf", "hangup_mid_query", "service_hangs_up",
+INTEROP_CALLS = ("app", "dial_slin", "dial_ulaw", "dial_alaw", "silent", "dtmf", "hangup_mid_query", "service_hangs_up",
          "fallback_down", "fallback_up", "fallback_refused", "barge_app")
-ANSWERING = ("app", "dial_slin", "dial_ulaw")  # greeting, one question, its answer, the caller hangs up
+ANSWERING = ("app", "dial_slin", "dial_ulaw", "dial_alaw")  # greeting, one question, its answer, the caller hangs up
 
 
 def call(interop: Run, name: str) -> CallResult:
@@ -102,7 +102,7 @@ def test_the_app_ends_with_the_channel_when_the_caller_hangs_up(interop: Run, na
     assert asterisk_lines(result, f"Spawn extension (test, bot_{name}, 5) exited non-zero"), result.explain()
 
 
-@pytest.mark.parametrize("name", ("dial_slin", "dial_ulaw"))
+@pytest.mark.parametrize("name", ("dial_slin", "dial_ulaw", "dial_alaw"))
 def test_the_audiosocket_channel_is_bridged_to_the_caller(interop: Run, name: str) -> None:
     result = call(interop, name)
     channel = f"AudioSocket/127.0.0.1:{interop.ports['main']}-{result.uuid}"
@@ -115,13 +115,15 @@ def test_the_audiosocket_channel_is_bridged_to_the_caller(interop: Run, name: st
 # ------------------------------------------------------------------ c: G.711 mislabelled as slin
 
 
-def test_mu_law_under_the_slin_kind_is_detected_within_a_second(interop: Run) -> None:
-    """``Dial(AudioSocket/...c(ulaw))`` sends 160-byte mu-law frames as kind 0x10. The caller sends
-    nothing until it asks (``Wait()``), so the first frames are the question's."""
-    result = call(interop, "dial_ulaw")
+@pytest.mark.parametrize("name, law", [("dial_ulaw", "mu-law"), ("dial_alaw", "A-law")])
+def test_g711_under_the_slin_kind_is_detected_within_a_second(interop: Run, name: str, law: str) -> None:
+    """``Dial(AudioSocket/...c(ulaw))`` (or ``c(alaw)``) sends 160-byte G.711 frames as kind 0x10.
+    The caller sends nothing until it asks (``Wait()``), so the first frames are the question's."""
+    result = call(interop, name)
     mislabelled = [r for r in result.service_records if "mislabelled" in getattr(r, "event", "")]
     assert mislabelled, f"no 'mislabelled' event{result.explain()}"
-    assert mislabelled[0].levelno == logging.WARNING and "c(slin)" in mislabelled[0].getMessage(), result.explain()
+    message = mislabelled[0].getMessage()
+    assert mislabelled[0].levelno == logging.WARNING and "c(slin)" in message and law in message, result.explain()
     first_frames = asterisk_time(result.marks("play-start devices")[0])
     assert mislabelled[0].created - first_frames < 1.5, result.explain()
 

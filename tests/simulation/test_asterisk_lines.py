@@ -22,6 +22,8 @@ LINES = {
     "Dial(AudioSocket) with c(slin16)": Line(mode="dial", codec="slin16"),
     "Dial(AudioSocket) with c(slin44)": Line(mode="dial", codec="slin44"),
     "Dial(AudioSocket) without c(slin): mu-law as slin": Line(mode="dial", codec="ulaw"),
+    "Dial(AudioSocket) without c(slin): A-law as slin": Line(mode="dial", codec="alaw"),
+    "chan_websocket, c(alaw)": Line("websocket", codec="alaw"),
     "chan_websocket, plain text": Line("websocket"),
     "chan_websocket, json, ulaw": Line("websocket", control="json", codec="ulaw"),
     "chan_websocket, slin16 (resampled both ways)": Line("websocket", codec="slin16"),
@@ -41,9 +43,9 @@ def test_every_line_carries_the_seed_call(name: str) -> None:
     assert [q.answered for q in obs.caller.questions] == [True, True]
     assert obs.record is not None and obs.record.transport == line.transport
     mislabelled = events(obs, "call.audiosocket_mislabelled")
-    if line.codec == "ulaw" and line.transport == "audiosocket":
+    if line.codec in ("ulaw", "alaw") and line.transport == "audiosocket":
         (warning,) = mislabelled
-        assert "c(slin)" in str(warning["hint"])
+        assert "c(slin)" in str(warning["hint"]) and ("A-law" in str(warning["hint"])) == (line.codec == "alaw")
     else:
         assert mislabelled == []
     if line.control == "json":

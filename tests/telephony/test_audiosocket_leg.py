@@ -13,6 +13,7 @@ from mikrovoice.telephony import g711
 from mikrovoice.telephony.audiosocket import Audio, CallId, Kind, encode
 from mikrovoice.telephony.audiosocket_leg import AudioSocketLeg
 from mikrovoice.telephony.leg import CallerAudio, Digit, LegEnded, LegStart
+from mikrovoice.telephony.sniff import Verdict
 
 CALL = uuid.UUID("40325ec2-5efd-4bd3-805f-53576e581d13")
 
@@ -81,7 +82,7 @@ async def test_mulaw_labelled_as_slin_is_found_held_and_taken_as_mulaw(
             nursery.start_soon(asterisk)
             await leg.start()
             got = await events(leg)
-    assert leg.mislabelled
+    assert leg.mislabelled is Verdict.ULAW
     heard = b"".join(e.ulaw for e in got if isinstance(e, CallerAudio))
     assert heard.startswith(ulaw)  # byte for byte: nothing was taken as slin, nothing lost
     (warning,) = [r.getMessage() for r in caplog.records if "call.audiosocket_mislabelled" in r.getMessage()]
@@ -111,3 +112,26 @@ async def test_a_silent_peer_is_not_the_legs_to_judge(autojump_clock: trio.testi
     with trio.move_on_after(600) as waited:
         await leg.receive()
     assert waited.cancelled_caught
+
+
+async def test_a_law_labelled_as_slin_is_decoded_by_its_law(autojump_clock: trio.testing.MockClock) -> None:
+    # An A-law leg (the PSTN's law in Colombia) behind Dial(AudioSocket/...) without c(slin).
+    speech = voice.speak("Hola, buenas tardes, necesito ayuda")
+    alaw = g711.slin_to_alaw(speech + bytes(640))
+    ours, theirs = trio.testing.memory_stream_pair()
+    leg = AudioSocketLeg(ours)
+
+    async def asterisk() -> None:
+        await theirs.send_all(encode(CallId(CALL)))
+        for i in range(0, len(alaw), 160):
+            await theirs.send_all(bytes((0x10,)) + (160).to_bytes(2, "big") + alaw[i : i + 160].ljust(160, b"\xd5"))
+            await trio.sleep(0.02)
+        await theirs.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(asterisk)
+        await leg.start()
+        got = await events(leg)
+    assert leg.mislabelled is Verdict.ALAW
+    heard = g711.ulaw_to_slin(b"".join(e.ulaw for e in got if isinstance(e, CallerAudio)))
+    assert voice.hear(heard) == "Hola, buenas tardes, necesito ayuda"

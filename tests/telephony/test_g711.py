@@ -3,6 +3,7 @@
 import warnings
 from array import array
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -55,3 +56,12 @@ def test_odd_length_buffers_are_rejected() -> None:
             g711.slin_to_ulaw(odd)
     assert g711.slin_to_ulaw(b"") == b"" and g711.ulaw_to_slin(b"") == b""
     assert isinstance(g711.ULAW_SILENCE, int) and g711.ULAW_SILENCE == 0xFF
+
+
+def test_alaw_is_bit_exact_with_audioop() -> None:
+    audioop = pytest.importorskip("audioop")
+    every = np.arange(-32768, 32768, dtype="<i2").tobytes()
+    assert g711.slin_to_alaw(every) == audioop.lin2alaw(every, 2)
+    codes = bytes(range(256))
+    assert g711.alaw_to_slin(codes) == audioop.alaw2lin(codes, 2)
+    assert g711.ALAW_SILENCE == 0xD5 and g711.alaw_to_slin(bytes([0xD5])) == (8).to_bytes(2, "little")

@@ -114,7 +114,35 @@ def test_mu_law_of_speech_like_audio_is_found_within_50_frames(name: str, seed: 
     payloads = frames(g711.slin_to_ulaw(SPEECH_LIKE[name]), 160, 80)
     seen, sniffer = verdicts(payloads, arrivals(80, 0.020, uniform_jitter(seed)))
     assert first(Verdict.ULAW, seen) <= 50
-    assert re.fullmatch(r"160-byte frames every 20 ms \((7[5-9]\d\d|8[0-5]\d\d) bytes/s\) and μ-law-shaped samples", sniffer.reason)
+    assert re.fullmatch(r"160-byte frames every 20 ms \((7[5-9]\d\d|8[0-5]\d\d) bytes/s\) and "
+                        r"(μ-law-shaped samples|G\.711 samples too loud to tell the law yet \(taken as μ-law\))",
+                        sniffer.reason)
+    # Loud audio (-9 dBFS) decodes about as loud in both laws: mu-law is then provisional, and it
+    # stays mu-law (a mu-law line never turns A-law).
+    assert sniffer.provisional == (name == "loud vowel") or not sniffer.provisional
+    assert seen[-1] is Verdict.ULAW
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("name", [n for n in SPEECH_LIKE if n != "loud vowel"])
+def test_a_law_of_speech_like_audio_is_found_within_50_frames(name: str, seed: int) -> None:
+    # An A-law leg (Colombia's PSTN law) with Dial(AudioSocket/...) and no c(slin).
+    payloads = frames(g711.slin_to_alaw(SPEECH_LIKE[name]), 160, 80)
+    seen, sniffer = verdicts(payloads, arrivals(80, 0.020, uniform_jitter(seed)))
+    assert first(Verdict.ALAW, seen) <= 50 and Verdict.ULAW not in seen
+    assert sniffer.reason.endswith("and A-law-shaped samples") and not sniffer.provisional
+
+
+def test_loud_a_law_is_taken_as_mu_law_until_quieter_audio_shows_the_law() -> None:
+    loud = g711.slin_to_alaw(SPEECH_LIKE["loud vowel"])
+    quiet = g711.slin_to_alaw(SPEECH_LIKE["vowel"])
+    payloads = frames(loud, 160, 60) + frames(quiet, 160, 60)
+    seen, sniffer = verdicts(payloads, arrivals(120, 0.020, uniform_jitter(0)))
+    ulaw_at, alaw_at = seen.index(Verdict.ULAW), seen.index(Verdict.ALAW)
+    assert ulaw_at < 50 and 60 <= alaw_at < 80 and seen[alaw_at:] == [Verdict.ALAW] * (len(seen) - alaw_at)
+    assert set(seen[:ulaw_at]) == {Verdict.UNDECIDED} and set(seen[ulaw_at:alaw_at]) == {Verdict.ULAW}
+    assert not sniffer.provisional
+    assert sniffer.reason.endswith("; A-law, as quieter audio showed")
 
 
 @pytest.mark.parametrize("silence", [b"\xff" * 160, b"\x7f" * 160, b"\xff\x7f" * 80, b"\xfe\xff\x7f\x7e" * 40])
@@ -226,7 +254,7 @@ def slin_streams(draw: st.DrawFn) -> tuple[list[bytes], list[float]]:
 @given(slin_streams())
 def test_genuine_slin_is_never_taken_for_mu_law(stream: tuple[list[bytes], list[float]]) -> None:
     seen, _ = verdicts(*stream)
-    assert Verdict.ULAW not in seen
+    assert Verdict.ULAW not in seen and Verdict.ALAW not in seen
     if Verdict.SLIN in seen:
         first(Verdict.SLIN, seen)  # and it never changes
 
