@@ -51,6 +51,8 @@ STATUS_EVERY_S = 10.0
 #: Our hang-up waits at most this for Asterisk to play what is queued, then this for its close.
 DRAIN_S = 1.0
 CLOSE_S = 0.5
+#: A batch whose mark has not come back this long after it should have played counts as played.
+MARK_GRACE_S = 1.0
 #: Variables of MEDIA_START (JSON) that may hold the caller's number, set in the dialplan before
 #: Dial() as an inherited variable, e.g. ``Set(_MIKROVOICE_CALLER=${CALLERID(num)})`` (without the
 #: ``_`` it stays on the caller's channel: measured on 23.4.1).
@@ -64,6 +66,7 @@ SUPPORTED_FORMATS = frozenset({"ulaw", "alaw", "slin", "slin12", "slin16", "slin
 class _Batch:
     mark: str
     items: list[tuple[str | None, int]]  # (item id or None for comfort, frames)
+    due_at: float = 0.0  # when Asterisk should have played it, at real-time rate
 
 
 async def accept(request: WebSocketRequest) -> WebSocketConnection | None:
@@ -97,6 +100,7 @@ class WebSocketLeg:
         self._xon = trio.Event()
         self._send_lock = trio.Lock()
         self._urgent_send, self._urgent_receive = trio.open_memory_channel[str](float("inf"))
+        self._marks_missing = False
         self.flushes = 0
         self.xoffs = 0
         self.max_status_queue = 0
@@ -219,6 +223,19 @@ class WebSocketLeg:
             event(log, "call.websocket_second_start", level=logging.WARNING)
         return None
 
+    def _expire_unmarked(self) -> None:
+        """A mark that never comes back (an Asterisk without MARK_MEDIA, before 20.18/22.8/23.2,
+        or one that lost it) must not stop our audio: a batch overdue by MARK_GRACE_S counts as
+        played. Logged once: the heard position is then the clock's, not Asterisk's."""
+        now = trio.current_time()
+        grace = 0.0 if self._marks_missing else MARK_GRACE_S  # once missing, the clock paces alone
+        while self._batches and self._batches[0].due_at + grace <= now:
+            if not self._marks_missing:
+                self._marks_missing = True
+                event(log, "call.websocket_no_marks", level=logging.WARNING, mark=self._batches[0].mark,
+                      error="MEDIA_MARK_PROCESSED did not come back: pacing by the clock (Asterisk >= 20.18/22.8/23.2?)")
+            self._mark_processed(self._batches[0].mark)
+
     def _mark_processed(self, mark: str | None) -> None:
         """Everything before the mark was played: the caller heard it."""
         if mark is None or all(batch.mark != mark for batch in self._batches):
@@ -270,6 +287,7 @@ class WebSocketLeg:
             if self._xoff:
                 await self._xon.wait()
                 continue
+            self._expire_unmarked()
             if self._in_flight < LEAD_FRAMES and playout.has_sound:
                 await self._send_batch(playout)
                 continue
@@ -284,7 +302,8 @@ class WebSocketLeg:
             else:
                 items.append((frame.item_id, 1))
         mark = str(next(self._marks))
-        self._batches.append(_Batch(mark, items))
+        due = trio.current_time() + (self._in_flight + len(frames)) * 0.02  # behind what is queued
+        self._batches.append(_Batch(mark, items, due))
         self._in_flight += len(frames)
         # Taken from the playout is as good as said: a cancel (the call's end right after a goodbye's
         # last frame was taken) must not lose it. Bounded: a stuck peer cannot hold the call.

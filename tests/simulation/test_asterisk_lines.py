@@ -150,3 +150,19 @@ def test_a_line_that_sends_nothing_while_the_call_is_idle_is_ended(line: Line) -
     alive = simulate_call(replace(silent, silence="noise"), SETTINGS)
     assert alive.record is not None and alive.record.end_reason.startswith("caller hung up")
     assert obs.t(alive.record.ended_at) == pytest.approx(200.0, abs=0.1)
+
+
+def test_an_asterisk_that_never_returns_marks_still_hears_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An Asterisk without MARK_MEDIA (before 20.18/22.8/23.2), or one that lost the marks: our
+    # audio must not stop at the 300 ms lead; the batches count as played by the clock.
+    from mikrovoice.telephony import chan_websocket as cw
+
+    real = cw.MediaQueue.command
+
+    def no_marks(self: cw.MediaQueue, command: object) -> list[object]:
+        return [] if isinstance(command, cw.MarkMedia) else real(self, command)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cw.MediaQueue, "command", no_marks)
+    obs = simulate_call(replace(TWO_QUESTIONS, line=Line("websocket")), SETTINGS)
+    assert [q.answered for q in obs.caller.questions] == [True, True]
+    assert len(events(obs, "call.websocket_no_marks")) == 1
