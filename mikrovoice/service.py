@@ -65,7 +65,11 @@ class CallService:
                 event(log, "call.websocket_handshake_failed", level=logging.WARNING, error=str(exc) or type(exc).__name__)
                 await trio.aclose_forcefully(stream)
                 return
-            ws = await accept_websocket(request)
+            try:
+                ws = await accept_websocket(request)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed, ProtocolError) as exc:
+                event(log, "call.websocket_handshake_failed", level=logging.WARNING, error=str(exc) or type(exc).__name__)
+                ws = None
             if ws is not None:
                 await self.handle_leg(WebSocketLeg(ws))
             nursery.cancel_scope.cancel()
