@@ -10,7 +10,9 @@ point at them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import trio
 from trio_websocket import ConnectionClosed, wrap_server_stream
@@ -85,6 +87,24 @@ class CallService:
             log.exception("call.crashed")  # the call id is still in this task's context
 
 
+async def _listen(
+    where: tuple[str, int], handle: Callable[[trio.abc.Stream], Awaitable[None]],
+    task_status: trio.TaskStatus[int], name: str, **fields: Any,
+) -> None:
+    """Serve ``handle`` on TCP at ``where`` (TCP_NODELAY on each connection); ``started()`` gets the bound port."""
+
+    async def handler(stream: trio.SocketStream) -> None:
+        set_nodelay(stream)
+        await handle(stream)
+
+    host, port = where
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound = listeners[0].socket.getsockname()[1]
+    event(log, name, host=host, port=bound, **fields)
+    task_status.started(bound)
+    await trio.serve_listeners(handler, listeners)
+
+
 async def serve_calls(
     settings: Settings,
     stats: ServiceStats | None = None,
@@ -95,18 +115,8 @@ async def serve_calls(
 ) -> None:
     """Listen for Asterisk's AudioSocket; ``started()`` hands back the bound port."""
     service = service or CallService(settings, stats, dial)
-
-    async def handler(stream: trio.SocketStream) -> None:
-        set_nodelay(stream)
-        await service.handle(stream)
-
-    host, port = settings.listen
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    bound = listeners[0].socket.getsockname()[1]
-    event(log, "service.listening", host=host, port=bound, routers=len(settings.routers),
-          endpoint=settings.realtime_url.split("?", 1)[0], model=settings.model)
-    task_status.started(bound)
-    await trio.serve_listeners(handler, listeners)
+    await _listen(settings.listen, service.handle, task_status, "service.listening", routers=len(settings.routers),
+                  endpoint=settings.realtime_url.split("?", 1)[0], model=settings.model)
 
 
 async def serve_websocket_calls(
@@ -121,17 +131,8 @@ async def serve_websocket_calls(
     if settings.websocket_listen is None:
         raise ValueError("no [websocket] listen address configured")
     service = service or CallService(settings, stats, dial)
-
-    async def handler(stream: trio.SocketStream) -> None:
-        set_nodelay(stream)
-        await service.handle_websocket(stream)
-
-    host, port = settings.websocket_listen
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    bound = listeners[0].socket.getsockname()[1]
-    event(log, "service.listening_websocket", host=host, port=bound, subprotocol="media")
-    task_status.started(bound)
-    await trio.serve_listeners(handler, listeners)
+    await _listen(settings.websocket_listen, service.handle_websocket, task_status, "service.listening_websocket",
+                  subprotocol="media")
 
 
 async def start_simulated_peers(
