@@ -227,7 +227,6 @@ class CallSession:
         # DTMF repeat: the audio of answers, per output item, and the last one said whole.
         self._item_audio: dict[str, bytearray] = {}
         self._last_answer: bytes | None = None
-        self._repeats = 0
         self._human_pending = False  # the human digit was pressed; its phrase waits for a free line
         self._asterisk_heard_at = self._busy_at = trio.current_time()  # the inactivity watch
 
@@ -540,9 +539,8 @@ class CallSession:
         if self._last_answer is None:
             event(log, "call.dtmf_repeat", outcome="nothing to repeat yet")
             return
-        self._repeats += 1
         self.record.repeats += 1
-        item = f"prompt:repeat:{self._repeats}"
+        item = f"prompt:repeat:{self.record.repeats}"
         event(log, "call.dtmf_repeat", outcome="repeated", seconds=round(len(self._last_answer) / 16000, 1))
         self.playout.enqueue(item, self._last_answer)
         self.playout.end_item(item)

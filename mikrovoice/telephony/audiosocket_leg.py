@@ -65,7 +65,6 @@ class AudioSocketLeg:
         self._held_bytes = 0
         self._carry = b""  # a trailing odd byte of slin
         self._resamplers: dict[Kind, Resampler] = {}
-        self._rates_logged: set[Kind] = set()
 
     async def start(self) -> LegStart | None:
         with trio.move_on_after(UUID_TIMEOUT_S):
