@@ -53,6 +53,8 @@ class Phrases:
     #: Appended to progress_many while some routers have failed (same fields).
     progress_failed: str = "{failed} no se pudieron consultar."
     progress_one: str = "Sigo consultando el router {router}; todavía no responde."
+    #: Appended while routers are pending: at most how long the caller may still wait (field {seconds}).
+    progress_wait: str = "Lo espero como máximo {seconds} segundos más."
     progress_instructions: str = (
         'La consulta sigue en curso. Di exactamente, sin añadir resultados: "{phrase}" '
         "No llames herramientas ni inventes datos."
@@ -74,6 +76,19 @@ class Phrases:
     model_unavailable: str = (
         "Lo siento, el asistente no está disponible en este momento. Por favor, intenta de nuevo en unos minutos."
     )
+    #: Why a router gave no answer, as the caller hears it (the model is told these words; the
+    #: technical reason goes to the log). Keys: routeros.errors.Reason values.
+    router_timeout: str = "no respondió a tiempo"
+    router_connect_timeout: str = "no contestó al conectarse"
+    router_unreachable: str = "no está alcanzable por la red"
+    router_login: str = "rechazó el usuario o la contraseña de consulta"
+    router_dropped: str = "cortó la conexión a mitad de la respuesta"
+    router_protocol: str = "respondió algo que no se entiende"
+    router_missing: str = "no tiene esa función"
+    router_permission: str = "el usuario de consulta no tiene permiso para eso"
+    router_busy: str = "no acepta más sesiones de consulta"
+    router_tls: str = "falló la conexión segura con el router"
+    router_trap: str = "devolvió un error"
     #: Said when the caller presses the "human" digit (``[dtmf] human``, default 0).
     human_contact: str = (
         "Para hablar con una persona del NOC, cuelga y llama a la línea de guardia del NOC."
@@ -82,15 +97,42 @@ class Phrases:
 
 @dataclass(frozen=True)
 class RouterConfig:
+    """One router of the inventory. ``site`` and ``aliases`` are how people name it on the phone."""
+
     name: str
     host: str
     port: int = 8728
     username: str = "admin"
     password: str = field(default="", repr=False)
     aliases: tuple[str, ...] = ()
+    site: str = ""
+    #: API-SSL (port 8729 by default); ``tls_verify`` checks the router's certificate against
+    #: ``ca_file`` (or the system store). A router with no certificate needs tls_verify = false.
+    tls: bool = False
+    tls_verify: bool = True
+    ca_file: str | None = None
 
     def __repr__(self) -> str:  # never print the password
-        return f"RouterConfig(name={self.name!r}, host={self.host!r}, port={self.port}, username={self.username!r})"
+        return (f"RouterConfig(name={self.name!r}, host={self.host!r}, port={self.port}, username={self.username!r}, "
+                f"site={self.site!r}, tls={self.tls})")
+
+
+#: Command families whose answers are cached, and for how long by default (seconds). ``ping`` is
+#: never cached: it is a measurement of now.
+CACHE_TTL_DEFAULTS = {
+    "interfaces": 300.0,   # the interface list: names and types change rarely
+    "identity": 300.0,
+    "resource": 10.0,      # uptime, CPU, memory, version
+    "health": 10.0,        # temperature, voltage
+    "traffic": 5.0,        # monitor-traffic: bits per second now
+    "optics": 10.0,        # ethernet monitor: SFP power and temperature
+    "leases": 30.0,
+    "arp": 30.0,
+    "bridge_hosts": 30.0,
+    "wireless": 15.0,
+    "ppp": 15.0,
+    "log": 10.0,
+}
 
 
 @dataclass(frozen=True)
@@ -140,9 +182,23 @@ class Settings:
     #: Caller audio per input_audio_buffer.append: 20 (one Asterisk frame) to 100 ms. Larger means
     #: fewer messages and up to this much minus 20 ms before the model hears the caller.
     model_audio_chunk_ms: int = 100
-    query_timeout_s: float = 90.0
-    router_timeout_s: float = 60.0
+    #: The whole question's deadline (the query's cancel scope).
+    query_timeout_s: float = 45.0
+    #: One router's deadline for one question (connection, login and commands).
+    router_timeout_s: float = 20.0
+    #: Routers one call queries at once.
     router_concurrency: int = 32
+    #: TCP connect plus login: a router that accepts TCP and never answers is given up on after this.
+    router_connect_timeout_s: float = 5.0
+    #: A router connection unused this long is closed (the next question opens a new one).
+    router_idle_timeout_s: float = 60.0
+    #: Commands in flight on one router at once, for all calls together (RouterOS allows 20 API
+    #: sessions by default; mikrovoice uses one connection per router and tags its commands).
+    router_commands_per_router: int = 4
+    #: Commands in flight on all routers at once, for all calls together.
+    router_commands_total: int = 256
+    #: Seconds an answer stays fresh, per command family (CACHE_TTL_DEFAULTS); 0 disables caching.
+    cache_ttl_s: dict[str, float] = field(default_factory=lambda: dict(CACHE_TTL_DEFAULTS))
     progress_silence_s: float = 6.0
     progress_lead_s: float = 1.0  # ask for an update this much before progress_silence_s: the model's latency
     #: Per tool: seconds of quiet before a spoken update ({tool name: seconds}); others use progress_silence_s.
@@ -182,6 +238,9 @@ _SECTIONS = {
                "session_recycle_s", "max_audio_lag_ms"},
     "query": {"timeout_s", "router_timeout_s", "router_concurrency", "progress_silence_s", "progress_lead_s",
               "progress_silence_by_tool"},
+    "routeros": {"connect_timeout_s", "idle_timeout_s", "commands_per_router", "commands_total", "username",
+                 "password_env", "password_file", "tls", "tls_verify", "ca_file"},
+    "cache": set(CACHE_TTL_DEFAULTS),
     "comfort": {"audio", "level_dbfs"},
     "phrases": {f.name for f in fields(Phrases)},
     "prompts": {"model_unavailable", "connection_hold"},
@@ -211,32 +270,10 @@ def load(path: str | Path, environ: dict[str, str] | None = None) -> Settings:
     for section, allowed in _SECTIONS.items():
         _check_keys(section, data.get(section, {}), allowed)
     audiosocket, openai, query = data.get("audiosocket", {}), data.get("openai", {}), data.get("query", {})
-    routers = []
-    for i, entry in enumerate(data.get("router", [])):
-        _check_keys(f"router #{i + 1}", entry, {"name", "host", "port", "username", "password", "password_env", "aliases"})
-        if "name" not in entry or "host" not in entry:
-            raise ConfigError(f"[[router]] #{i + 1} needs 'name' and 'host'")
-        password = entry.get("password", "")
-        if "password_env" in entry:
-            if entry["password_env"] not in env:
-                raise ConfigError(f"router {entry['name']}: environment variable {entry['password_env']} is not set")
-            password = env[entry["password_env"]]
-        routers.append(
-            RouterConfig(
-                name=str(entry["name"]),
-                host=str(entry["host"]),
-                port=int(entry.get("port", 8728)),
-                username=str(entry.get("username", "admin")),
-                password=str(password),
-                aliases=tuple(str(a) for a in entry.get("aliases", ())),
-            )
-        )
-    names = [r.name for r in routers]
-    if len(set(names)) != len(names):
-        raise ConfigError("two [[router]] entries share a name")
+    routers = _load_routers(Path(path), data.get("routeros", {}), data.get("router", []), env)
     settings = Settings(
         api_key=env.get("OPENAI_API_KEY", ""),
-        routers=tuple(routers),
+        routers=routers,
         phrases=replace(Phrases(), **data.get("phrases", {})),
     )
     if "listen" in audiosocket:
@@ -302,6 +339,27 @@ def load(path: str | Path, environ: dict[str, str] | None = None) -> Settings:
                       ("progress_lead_s", "progress_lead_s")):
         if key in query:
             settings = replace(settings, **{attr: query[key]})
+    routeros = data.get("routeros", {})
+    for key, attr, minimum in (("connect_timeout_s", "router_connect_timeout_s", 0.1),
+                               ("idle_timeout_s", "router_idle_timeout_s", 1.0),
+                               ("commands_per_router", "router_commands_per_router", 1),
+                               ("commands_total", "router_commands_total", 1)):
+        if key in routeros:
+            value = routeros[key]
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < minimum:
+                raise ConfigError(f"[routeros] {key}: expected a number >= {minimum}, got {value!r}")
+            settings = replace(settings, **_setting(attr, value))
+    if settings.router_concurrency < 1:
+        raise ConfigError(f"[query] router_concurrency: must be >= 1, got {settings.router_concurrency}")
+    if settings.router_timeout_s <= settings.router_connect_timeout_s:
+        raise ConfigError(f"[query] router_timeout_s ({settings.router_timeout_s:g}) must exceed "
+                          f"[routeros] connect_timeout_s ({settings.router_connect_timeout_s:g})")
+    ttl = dict(CACHE_TTL_DEFAULTS)
+    for family, value in data.get("cache", {}).items():
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"[cache] {family}: expected seconds >= 0, got {value!r}")
+        ttl[family] = float(value)
+    settings = replace(settings, cache_ttl_s=ttl)
     if "progress_silence_by_tool" in query:
         by_tool = query["progress_silence_by_tool"]
         if not isinstance(by_tool, dict):
@@ -318,3 +376,68 @@ def load(path: str | Path, environ: dict[str, str] | None = None) -> Settings:
     settings = replace(settings, prompt_model_unavailable=found.get("model_unavailable"),
                        prompt_connection_hold=found.get("connection_hold"))
     return settings
+
+
+_ROUTER_KEYS = {"name", "host", "port", "username", "password", "password_env", "password_file", "aliases", "site",
+                "tls", "tls_verify", "ca_file"}
+
+
+def _password(where: str, entry: dict[str, Any], base: Path, env: Any) -> str | None:
+    """The password named by ``entry`` (inline, ``password_env`` or ``password_file``), or None if it names none."""
+    given = [k for k in ("password", "password_env", "password_file") if k in entry]
+    if len(given) > 1:
+        raise ConfigError(f"{where}: give only one of password, password_env, password_file (got {given})")
+    if "password_env" in entry:
+        if entry["password_env"] not in env:
+            raise ConfigError(f"{where}: environment variable {entry['password_env']} is not set")
+        return str(env[entry["password_env"]])
+    if "password_file" in entry:
+        file = base / str(entry["password_file"])
+        try:
+            return file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read password_file {file}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{where}: password_file {file} is not UTF-8 text") from exc
+    if "password" in entry:
+        return str(entry["password"])
+    return None
+
+
+def _load_routers(path: Path, defaults: dict[str, Any], entries: list[dict[str, Any]], env: Any) -> tuple[RouterConfig, ...]:
+    """``[[router]]`` entries over the ``[routeros]`` defaults (username, password, TLS)."""
+    base = path.parent
+    default_password = _password("[routeros]", defaults, base, env) or ""
+    routers = []
+    for i, entry in enumerate(entries):
+        where = f"router #{i + 1}"
+        _check_keys(where, entry, _ROUTER_KEYS)
+        if "name" not in entry or "host" not in entry:
+            raise ConfigError(f"[[router]] #{i + 1} needs 'name' and 'host'")
+        where = f"router {entry['name']}"
+        password = _password(where, entry, base, env)
+        tls = entry.get("tls", defaults.get("tls", False))
+        tls_verify = entry.get("tls_verify", defaults.get("tls_verify", True))
+        if not isinstance(tls, bool) or not isinstance(tls_verify, bool):
+            raise ConfigError(f"{where}: tls and tls_verify are true or false")
+        ca_file = entry.get("ca_file", defaults.get("ca_file"))
+        if ca_file is not None:
+            ca_file = str(base / str(ca_file))
+            if not Path(ca_file).is_file():
+                raise ConfigError(f"{where}: ca_file: no such file {ca_file}")
+        port = entry.get("port", 8729 if tls else 8728)
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            raise ConfigError(f"{where}: port: expected 1..65535, got {port!r}")
+        aliases = entry.get("aliases", ())
+        if isinstance(aliases, str) or not all(isinstance(a, str) for a in aliases):
+            raise ConfigError(f"{where}: aliases: expected a list of names")
+        routers.append(RouterConfig(
+            name=str(entry["name"]), host=str(entry["host"]), port=port,
+            username=str(entry.get("username", defaults.get("username", "admin"))),
+            password=default_password if password is None else password,
+            aliases=tuple(aliases), site=str(entry.get("site", "")), tls=tls, tls_verify=tls_verify, ca_file=ca_file,
+        ))
+    names = [r.name for r in routers]
+    if len(set(names)) != len(names):
+        raise ConfigError("two [[router]] entries share a name")
+    return tuple(routers)
