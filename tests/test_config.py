@@ -54,3 +54,48 @@ def test_the_model_decides_the_url_and_effort_can_be_switched_off(tmp_path: Path
     settings = load(path, {})
     assert settings.realtime_endpoint == "wss://eu.example/v1/realtime?model=gpt-realtime-1.5&x=1"
     assert settings.reasoning_effort is None
+
+
+def test_the_router_inventory_takes_defaults_sites_tls_and_password_files(tmp_path: Path) -> None:
+    (tmp_path / "pw.txt").write_text("clave-de-archivo\n")
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    path = tmp_path / "c.toml"
+    path.write_text(
+        "[routeros]\nusername = 'noc-ro'\npassword_env = 'PW'\nconnect_timeout_s = 3\ncommands_per_router = 2\n"
+        "[cache]\ntraffic = 2\nleases = 0\n"
+        "[[router]]\nname = '152.1'\nhost = 'h1'\nsite = 'Torre Norte'\n"
+        "[[router]]\nname = '26.1'\nhost = 'h2'\ntls = true\nca_file = 'ca.pem'\npassword_file = 'pw.txt'\n"
+        "[[router]]\nname = '46.3'\nhost = 'h3'\ntls = true\ntls_verify = false\nport = 9999\nusername = 'otro'\n")
+    settings = load(path, {"PW": "clave-de-entorno"})
+    r1, r2, r3 = settings.routers
+    assert (r1.username, r1.password, r1.port, r1.site, r1.tls) == ("noc-ro", "clave-de-entorno", 8728, "Torre Norte", False)
+    assert (r2.password, r2.port, r2.tls, r2.tls_verify, r2.ca_file) == ("clave-de-archivo", 8729, True, True,
+                                                                         str(tmp_path / "ca.pem"))
+    assert (r3.username, r3.port, r3.tls_verify) == ("otro", 9999, False)
+    assert settings.router_connect_timeout_s == 3 and settings.router_commands_per_router == 2
+    assert settings.cache_ttl_s["traffic"] == 2.0 and settings.cache_ttl_s["leases"] == 0.0
+    assert settings.cache_ttl_s["interfaces"] == 300.0
+    assert "clave" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("[[router]]\nname='a'\nhost='h'\npassword='x'\npassword_env='Y'\n", "only one of"),
+        ("[[router]]\nname='a'\nhost='h'\npassword_file='nope.txt'\n", "cannot read password_file"),
+        ("[[router]]\nname='a'\nhost='h'\ntls='yes'\n", "true or false"),
+        ("[[router]]\nname='a'\nhost='h'\nport=70000\n", "1..65535"),
+        ("[[router]]\nname='a'\nhost='h'\naliases='x'\n", "list of names"),
+        ("[[router]]\nname='a'\nhost='h'\nca_file='none.pem'\n", "ca_file: no such file"),
+        ("[routeros]\nconnect_timeout_s = 0\n", "connect_timeout_s"),
+        ("[routeros]\ncommands_total = 'many'\n", "commands_total"),
+        ("[cache]\ntraffic = -1\n", "seconds >= 0"),
+        ("[cache]\ntrafic = 1\n", "unknown key"),
+        ("[query]\nrouter_timeout_s = 3\n", "must exceed"),
+    ],
+)
+def test_inventory_mistakes_are_named(tmp_path: Path, body: str, message: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(body)
+    with pytest.raises(ConfigError, match=message):
+        load(path, {})
