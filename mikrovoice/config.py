@@ -37,8 +37,12 @@ class Phrases:
         "Hablas en español de Colombia, con frases cortas y claras para el teléfono. "
         "Antes de llamar a cualquier herramienta, di una sola frase corta que anuncie la consulta, por ejemplo "
         "'Un momento, estoy consultando esa información', y llama a la herramienta enseguida. "
-        "Las consultas a muchos routers pueden tardar 10 a 60 segundos: nunca inventes resultados; espera la "
-        "salida de la herramienta. Si una herramienta devuelve un error, explícalo en pocas palabras. "
+        "Las consultas a muchos routers pueden tardar 10 a 45 segundos: nunca inventes resultados; espera la "
+        "salida de la herramienta. Cada salida trae un 'resumen' para decir por teléfono; da el detalle solo si "
+        "te lo piden. Cada router sale 'ok', 'degradado' (respondió, pero algo anda mal: di el motivo) o "
+        "'desconocido' (no respondió: di el motivo y nunca lo cuentes como bien ni como caído). Si la salida "
+        "trae 'datos_de_hace_s' o 'nota_datos', di de cuándo son los datos. Si una herramienta devuelve un "
+        "error o una pregunta (por ejemplo, cuál de dos routers), díselo al usuario tal cual. "
         "Da cifras redondeadas y nombres de routers tal como vienen en la salida."
     )
     greeting: str = "Hola, soy el asistente del NOC. ¿Qué quieres consultar?"
@@ -199,6 +203,9 @@ class Settings:
     router_commands_total: int = 256
     #: Seconds an answer stays fresh, per command family (CACHE_TTL_DEFAULTS); 0 disables caching.
     cache_ttl_s: dict[str, float] = field(default_factory=lambda: dict(CACHE_TTL_DEFAULTS))
+    #: Overrides of ``routeros.inventory.InventoryPhrases`` (section ``[router_names]``): how the
+    #: caller is asked which router they meant.
+    router_name_phrases: dict[str, Any] = field(default_factory=dict)
     progress_silence_s: float = 6.0
     progress_lead_s: float = 1.0  # ask for an update this much before progress_silence_s: the model's latency
     #: Per tool: seconds of quiet before a spoken update ({tool name: seconds}); others use progress_silence_s.
@@ -241,6 +248,7 @@ _SECTIONS = {
     "routeros": {"connect_timeout_s", "idle_timeout_s", "commands_per_router", "commands_total", "username",
                  "password_env", "password_file", "tls", "tls_verify", "ca_file"},
     "cache": set(CACHE_TTL_DEFAULTS),
+    "router_names": set(),  # checked against InventoryPhrases in load()
     "comfort": {"audio", "level_dbfs"},
     "phrases": {f.name for f in fields(Phrases)},
     "prompts": {"model_unavailable", "connection_hold"},
@@ -268,7 +276,8 @@ def load(path: str | Path, environ: dict[str, str] | None = None) -> Settings:
         raise ConfigError(f"{path}: {exc}") from exc
     _check_keys("top level", data, set(_SECTIONS) | {"router"})
     for section, allowed in _SECTIONS.items():
-        _check_keys(section, data.get(section, {}), allowed)
+        if section != "router_names":
+            _check_keys(section, data.get(section, {}), allowed)
     audiosocket, openai, query = data.get("audiosocket", {}), data.get("openai", {}), data.get("query", {})
     routers = _load_routers(Path(path), data.get("routeros", {}), data.get("router", []), env)
     settings = Settings(
@@ -360,6 +369,13 @@ def load(path: str | Path, environ: dict[str, str] | None = None) -> Settings:
             raise ConfigError(f"[cache] {family}: expected seconds >= 0, got {value!r}")
         ttl[family] = float(value)
     settings = replace(settings, cache_ttl_s=ttl)
+    if "router_names" in data:
+        from mikrovoice.routeros.inventory import InventoryPhrases  # here: inventory imports this module
+
+        names = data["router_names"]
+        _check_keys("router_names", names, {f.name for f in fields(InventoryPhrases)})
+        InventoryPhrases(**names)  # a wrong {placeholder} is a ConfigError now, not mid-call
+        settings = replace(settings, router_name_phrases=dict(names))
     if "progress_silence_by_tool" in query:
         by_tool = query["progress_silence_by_tool"]
         if not isinstance(by_tool, dict):

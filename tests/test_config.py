@@ -99,3 +99,15 @@ def test_inventory_mistakes_are_named(tmp_path: Path, body: str, message: str) -
     path.write_text(body)
     with pytest.raises(ConfigError, match=message):
         load(path, {})
+
+
+def test_the_router_name_questions_are_configurable(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[router_names]\nambiguous = '¿Cuál: {options}?'\n")
+    assert load(path, {}).router_name_phrases == {"ambiguous": "¿Cuál: {options}?"}
+    path.write_text("[router_names]\nambigous = 'x'\n")
+    with pytest.raises(ConfigError, match="unknown key"):
+        load(path, {})
+    path.write_text("[router_names]\nambiguous = '{nope}'\n")
+    with pytest.raises(ConfigError):
+        load(path, {})
