@@ -80,17 +80,54 @@ def _diagram(args: argparse.Namespace) -> int:
 
 
 def _sim_routers(args: argparse.Namespace) -> int:
-    from mikrovoice.sim.routeros import FleetProfile, make_fleet, serve_fleet
+    import ssl
+
+    from mikrovoice.sim.routeros import (
+        FaultSpecError,
+        FleetProfile,
+        make_fleet,
+        parse_fault_specs,
+        serve_fleet,
+    )
+
+    def refuse(message: str) -> int:
+        print(f"mikrovoice sim routers: {message}", file=sys.stderr)
+        return 2
 
     host, port = parse_hostport(args.listen)
-    routers = make_fleet(FleetProfile(count=args.count, seed=args.seed), password=args.password)
+    try:
+        routers = make_fleet(FleetProfile(count=args.count, seed=args.seed), password=args.password)
+    except ValueError as exc:
+        return refuse(f"bad --count: {exc}")
+    try:
+        faults = parse_fault_specs(args.fault or [], [r.name for r in routers])
+    except FaultSpecError as exc:
+        return refuse(f"bad --fault: {exc}")
+    if args.max_sessions is not None and not 0 <= args.max_sessions <= 1000:
+        return refuse(f"--max-sessions must be 0..1000 (RouterOS's range), got {args.max_sessions}")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        return refuse("--tls-cert and --tls-key go together")
+    context = None
+    if args.tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            return refuse(f"cannot load --tls-cert/--tls-key: {exc}")
+    for router in routers:
+        router.fault = faults.get(router.name)
+        if args.pre_7_18 and not router.pre_7_18:
+            router.set_version("7.17.2 (stable)", "2025-02-05 09:10:41")
+        if args.max_sessions is not None:
+            router.max_sessions = args.max_sessions
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            configs = await nursery.start(serve_fleet, routers, host, port)
+            configs = await nursery.start(partial(serve_fleet, routers, host, port, ssl_context=context))
             for router, config in zip(routers, configs, strict=True):
-                print(f"router {config.name:>6}  {config.host}:{config.port}  identity={router.identity}  "
-                      f"latency={router.latency_s:g}s  sfp={router.sfp_count}", flush=True)
+                print(f"router {config.name:>6}  {config.host}:{config.port}{' api-ssl' if config.tls else ''}  "
+                      f"identity={router.identity}  site=\"{router.site}\"  latency={router.latency_s:g}s  "
+                      f"sfp={router.sfp_count}  fault={router.fault or '-'}", flush=True)
 
     trio.run(main)
     return 0
@@ -217,6 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     routers.add_argument("--count", type=int, default=12)
     routers.add_argument("--seed", type=int, default=7)
     routers.add_argument("--password", default="", help="password of user admin (default: empty)")
+    routers.add_argument("--fault", action="append", metavar="FAULT=NAME[,NAME...]",
+                         help="make these routers faulty (repeatable), e.g. --fault black_hole=46.3 --fault "
+                              "slow=26.1,59.3; faults: hangs, hangs_after_login, drops_mid_query, refuses_login, "
+                              "slow, black_hole, drops_mid_reply, drips, busy")
+    routers.add_argument("--pre-7-18", action="store_true",
+                         help="answer like RouterOS before 7.18: no !empty for a print without rows")
+    routers.add_argument("--max-sessions", type=int, metavar="N",
+                         help="API sessions per router (default 20, RouterOS's); beyond: accepted and closed at once")
+    routers.add_argument("--tls-cert", metavar="FILE", help="serve API-SSL with this PEM certificate (with --tls-key)")
+    routers.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
     routers.set_defaults(run=_sim_routers)
     model = sim.add_parser(
         "model", help="OpenAI Realtime GA server with a scripted model",
