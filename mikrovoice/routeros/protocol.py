@@ -155,6 +155,10 @@ class Request:
                 raise RouterOSProtocolError(f"unexpected word {word!r} in request {command}")
         return cls(command, attributes, tuple(queries), tag)
 
+    def __repr__(self) -> str:  # a /login request holds a password: never show it
+        shown = {k: ("***" if k == "password" else v) for k, v in self.attributes.items()}
+        return f"Request(command={self.command!r}, attributes={shown!r}, queries={self.queries!r}, tag={self.tag!r})"
+
     def encode(self) -> bytes:
         words = [self.command] + [f"={k}={v}" for k, v in self.attributes.items()] + list(self.queries)
         if self.tag is not None:
