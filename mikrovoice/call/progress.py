@@ -10,6 +10,7 @@ failed, routers still pending — a failed router is never counted as answered. 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import trio
@@ -38,9 +39,16 @@ class ProgressPolicy:
         return quiet_since + max(0.0, self.silence_s - self.lead_s)
 
     @staticmethod
-    def phrase(phrases: Phrases, answered: int, failed: int, total: int, pending: list[str]) -> str:
+    def phrase(phrases: Phrases, answered: int, failed: int, total: int, pending: list[str],
+               wait_left_s: float | None = None) -> str:
+        """The update the caller hears. With ``wait_left_s`` (how long the pending routers may still
+        take, at most) it ends with how long the caller may still wait, rounded up to 5 s: two
+        updates about the same slow router are never the same words."""
+        wait = ""
+        if wait_left_s is not None and pending and wait_left_s >= 3:
+            wait = " " + phrases.progress_wait.format(seconds=5 * math.ceil(wait_left_s / 5))
         if total == 1 and pending:
-            return phrases.progress_one.format(router=pending[0])
+            return phrases.progress_one.format(router=pending[0]) + wait
         missing = " y ".join([", ".join(pending[:-1]), pending[-1]] if len(pending) > 1 else pending)
         fields = {"answered": answered, "done": answered, "failed": failed, "total": total, "pending": len(pending),
                   "missing": missing}
@@ -49,7 +57,7 @@ class ProgressPolicy:
             text += " " + phrases.progress_failed.format(**fields)
         if 0 < len(pending) <= MAX_NAMED_MISSING:
             text += " " + phrases.progress_missing.format(**fields)
-        return text
+        return text + wait
 
 
 class QuietClock:

@@ -29,3 +29,14 @@ def test_a_few_missing_routers_are_named_many_are_not() -> None:
     phrases = Phrases()
     assert ProgressPolicy.phrase(phrases, 9, 0, 12, ["26.1", "46.3", "7.1"]).endswith("Faltan 26.1, 46.3 y 7.1.")
     assert "Faltan" not in ProgressPolicy.phrase(phrases, 8, 0, 12, ["26.1", "46.3", "7.1", "9.9"])
+
+
+def test_while_routers_are_pending_the_update_says_how_long_at_most_so_two_are_never_the_same() -> None:
+    phrases = Phrases()
+    first = ProgressPolicy.phrase(phrases, 11, 0, 12, ["46.3"], wait_left_s=13.2)
+    second = ProgressPolicy.phrase(phrases, 11, 0, 12, ["46.3"], wait_left_s=7.0)
+    assert first == "Sigo consultando: 11 de 12 routers ya respondieron. Faltan 46.3. Lo espero como máximo 15 segundos más."
+    assert second.endswith("Lo espero como máximo 10 segundos más.") and first != second
+    assert ProgressPolicy.phrase(phrases, 0, 0, 1, ["26.1"], wait_left_s=2.0) == (
+        "Sigo consultando el router 26.1; todavía no responde.")  # under 3 s: not worth saying
+    assert ProgressPolicy.phrase(phrases, 0, 0, 1, ["26.1"], wait_left_s=4.0).endswith("máximo 5 segundos más.")
