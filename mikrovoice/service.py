@@ -23,7 +23,7 @@ from mikrovoice.call.session import CallRecord, CallSession
 from mikrovoice.config import Settings
 from mikrovoice.logs import event
 from mikrovoice.net import Dialer, open_tcp
-from mikrovoice.routeros.fleet import RouterFleet
+from mikrovoice.routeros.fanout import Fleet
 from mikrovoice.sim.realtime import SimModelConfig, serve_model
 from mikrovoice.sim.routeros import FleetProfile, make_fleet, serve_fleet
 from mikrovoice.telephony.audiosocket_leg import AudioSocketLeg
@@ -52,7 +52,7 @@ class CallService:
         self.stats = stats if stats is not None else ServiceStats()
         self.dial = dial
         self.prompts = prompts or Prompts.load(settings)
-        self.tools = NocTools(RouterFleet(settings.routers, settings.router_concurrency, settings.router_timeout_s, dial))
+        self.tools = NocTools(Fleet(settings, dial))
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         """One AudioSocket connection, from its first byte to its end. Never raises (but Cancelled)."""

@@ -73,7 +73,8 @@ from mikrovoice.net import Dialer, open_tcp
 from mikrovoice.realtime import protocol as rt
 from mikrovoice.realtime.conversation import Conversation
 from mikrovoice.realtime.link import LinkClosed, RealtimeLink
-from mikrovoice.routeros.fleet import FanOut
+from mikrovoice.routeros.errors import Reason
+from mikrovoice.routeros.fanout import UNKNOWN, FanOut
 from mikrovoice.telephony import g711
 from mikrovoice.telephony.inbound import ModelFeed
 from mikrovoice.telephony.leg import CallerAudio, CallerLeg, Digit, LegEnded
@@ -191,6 +192,7 @@ class CallSession:
         self._responses_with_audio: set[str] = set()
         self.caller_speaking = False
         self.fan: FanOut | None = None
+        self._query_deadline: float | None = None  # when the running question's own deadline falls
         self.link: RealtimeLink | None = None
         self._link_up_at: float | None = None
         self._session_update: rt.JSON | None = None  # the session.update sent on the current link
@@ -472,7 +474,9 @@ class CallSession:
             elif isinstance(command, SpeakProgress):
                 fan = self.fan
                 assert fan is not None
-                phrase = self.policy.phrase(phrases, fan.answered, fan.failed, fan.total, fan.pending)
+                now = trio.current_time()
+                phrase = self.policy.phrase(phrases, fan.answered, fan.failed, fan.total, fan.pending,
+                                            wait_left_s=self._wait_left_s(fan, now))
                 event(log, "query.progress_spoken", phrase=phrase, answered=fan.answered, failed=fan.failed,
                       total=fan.total)
                 instructions = phrases.progress_instructions.format(phrase=phrase)
@@ -944,14 +948,16 @@ class CallSession:
                 async with trio.open_nursery() as helpers:
                     helpers.start_soon(self._progress_ticker)
                     helpers.start_soon(self._query_log_ticker, fan)
-                    with trio.move_on_after(timeout) as deadline:
+                    self._query_deadline = trio.current_time() + timeout
+                    with trio.move_on_at(self._query_deadline) as deadline:
                         await self.tools.run(call, fan)
                     helpers.cancel_scope.cancel()
         finally:
             self._query_scope = None
+            self._query_deadline = None
             record.ended_at = trio.current_time()
             record.duration_s = record.ended_at - record.started_at
-            record.answered = len(fan.results)
+            record.answered = fan.answered
             record.timed_out = deadline is not None and deadline.cancelled_caught
             record.cancelled = not record.timed_out and len(fan.pending) > 0
             record.per_router = _router_records(fan, record)
@@ -964,7 +970,14 @@ class CallSession:
         output = self.tools.report(call, fan, timeout if record.timed_out else None)
         event(log, "query.finished", tool=call.name, elapsed_s=round(record.duration_s, 2), answered=fan.answered,
               failed=fan.failed, timed_out=record.timed_out)
-        self.handle("query_finished", result=ToolResult(call, output, ok=not fan.errors and not record.timed_out))
+        self.handle("query_finished", result=ToolResult(call, output, ok=not fan.failed and not record.timed_out))
+
+    def _wait_left_s(self, fan: FanOut, now: float) -> float:
+        """At most how long the caller may still wait: the routers' own deadlines, within the question's."""
+        left = fan.wait_left_s(now)
+        if self._query_deadline is not None:
+            left = min(left, max(0.0, self._query_deadline - now))
+        return left
 
     async def _progress_ticker(self) -> None:
         """Raise ``progress_due`` whenever the line has been quiet for the policy's silence.
@@ -998,12 +1011,13 @@ def _router_records(fan: FanOut, query: QueryRecord) -> list[RouterRecord]:
     records = []
     for name in fan.routers:
         started, ended = fan.router_started.get(name), fan.router_finished.get(name)
-        if name in fan.results:
-            outcome, error = "ok", ""
-        elif name in fan.errors:
-            error = fan.errors[name]
-            outcome = "timeout" if error.startswith("no answer within") else "error"
+        outcome = fan.outcomes.get(name)
+        if outcome is None:
+            state, error, ended = ("cancelled" if started is not None else "queued"), "", query.ended_at
+        elif outcome.status != UNKNOWN:
+            state, error = "ok", "; ".join(outcome.reasons)
         else:
-            outcome, error, ended = ("cancelled" if started is not None else "queued"), "", query.ended_at
-        records.append(RouterRecord(name, started, ended, outcome, error))
+            timed_out = outcome.reason in (Reason.TIMEOUT, Reason.CONNECT_TIMEOUT)
+            state, error = ("timeout" if timed_out else "error"), outcome.detail
+        records.append(RouterRecord(name, started, ended, state, error))
     return records

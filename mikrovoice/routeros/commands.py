@@ -25,8 +25,9 @@ from mikrovoice.routeros.protocol import ENCODING, Request
 #: The longest ping mikrovoice sends: ``count`` packets, one per second.
 MAX_PING_COUNT = 10
 PING_INTERVAL_S = 1.0
-#: Interface names as RouterOS allows them in practice (no spaces, no commas).
-_IFACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-/+@:]{0,63}")
+#: Interface names as RouterOS allows them in practice (no spaces, no commas); dynamic ones are
+#: written in angle brackets ("<pppoe-juan.perez>").
+_IFACE = re.compile(r"<?[A-Za-z0-9][A-Za-z0-9._\-/+@:]{0,63}>?")
 _PROPLIST = re.compile(r"[a-z0-9.\-]+(,[a-z0-9.\-]+)*", re.IGNORECASE)
 _MAC = re.compile(r"([0-9A-F]{2}:){5}[0-9A-F]{2}")
 #: A PPPoE user name: printable, no separator the API or a CSV could misread.
