@@ -43,6 +43,7 @@ diagram: $(STAMP)
 # One core, as the targets say; numpy's BLAS kept to one thread too.
 bench: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 taskset -c 0 $(BIN)/python bench/simulation_speed.py
+	$(BIN)/python bench/fleet.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
