@@ -56,6 +56,8 @@ class Phrases:
     progress_missing: str = "Faltan {missing}."
     #: Appended to progress_many while some routers have failed (same fields).
     progress_failed: str = "{failed} no se pudieron consultar."
+    #: Instead of progress_failed when at most three failed: {which} ("46.3 no contestó al conectarse").
+    progress_failed_which: str = "Sin respuesta: {which}."
     progress_one: str = "Sigo consultando el router {router}; todavía no responde."
     #: Appended while routers are pending: at most how long the caller may still wait (field {seconds}).
     progress_wait: str = "Lo espero como máximo {seconds} segundos más."

@@ -40,20 +40,24 @@ class ProgressPolicy:
 
     @staticmethod
     def phrase(phrases: Phrases, answered: int, failed: int, total: int, pending: list[str],
-               wait_left_s: float | None = None) -> str:
+               wait_left_s: float | None = None, failures: list[tuple[str, str]] | None = None) -> str:
         """The update the caller hears. With ``wait_left_s`` (how long the pending routers may still
         take, at most) it ends with how long the caller may still wait, rounded up to 5 s: two
-        updates about the same slow router are never the same words."""
+        updates about the same slow router are never the same words. ``failures`` (router, reason)
+        names the failed routers and why, when there are at most ``MAX_NAMED_MISSING``."""
         wait = ""
         if wait_left_s is not None and pending and wait_left_s >= 3:
             wait = " " + phrases.progress_wait.format(seconds=5 * math.ceil(wait_left_s / 5))
         if total == 1 and pending:
             return phrases.progress_one.format(router=pending[0]) + wait
         missing = " y ".join([", ".join(pending[:-1]), pending[-1]] if len(pending) > 1 else pending)
+        which = "; ".join(f"{router} {reason}" for router, reason in failures or [])
         fields = {"answered": answered, "done": answered, "failed": failed, "total": total, "pending": len(pending),
-                  "missing": missing}
+                  "missing": missing, "which": which}
         text = phrases.progress_many.format(**fields)
-        if failed:
+        if failed and failures and len(failures) == failed and failed <= MAX_NAMED_MISSING:
+            text += " " + phrases.progress_failed_which.format(**fields)
+        elif failed:
             text += " " + phrases.progress_failed.format(**fields)
         if 0 < len(pending) <= MAX_NAMED_MISSING:
             text += " " + phrases.progress_missing.format(**fields)

@@ -475,8 +475,9 @@ class CallSession:
                 fan = self.fan
                 assert fan is not None
                 now = trio.current_time()
+                failures = [(o.router, o.reasons[0]) for o in fan.outcomes.values() if o.status == UNKNOWN and o.reasons]
                 phrase = self.policy.phrase(phrases, fan.answered, fan.failed, fan.total, fan.pending,
-                                            wait_left_s=self._wait_left_s(fan, now))
+                                            wait_left_s=self._wait_left_s(fan, now), failures=failures)
                 event(log, "query.progress_spoken", phrase=phrase, answered=fan.answered, failed=fan.failed,
                       total=fan.total)
                 instructions = phrases.progress_instructions.format(phrase=phrase)

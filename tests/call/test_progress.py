@@ -40,3 +40,12 @@ def test_while_routers_are_pending_the_update_says_how_long_at_most_so_two_are_n
     assert ProgressPolicy.phrase(phrases, 0, 0, 1, ["26.1"], wait_left_s=2.0) == (
         "Sigo consultando el router 26.1; todavía no responde.")  # under 3 s: not worth saying
     assert ProgressPolicy.phrase(phrases, 0, 0, 1, ["26.1"], wait_left_s=4.0).endswith("máximo 5 segundos más.")
+
+
+def test_a_few_failed_routers_are_named_with_their_reason() -> None:
+    phrases = Phrases()
+    named = ProgressPolicy.phrase(phrases, 9, 1, 12, ["26.1", "59.3"], failures=[("46.3", "no contestó al conectarse")])
+    assert named == ("Sigo consultando: 9 de 12 routers ya respondieron. Sin respuesta: 46.3 no contestó al conectarse. "
+                     "Faltan 26.1 y 59.3.")
+    many = [(f"{n}.1", "no respondió a tiempo") for n in range(4)]
+    assert "4 no se pudieron consultar." in ProgressPolicy.phrase(phrases, 8, 4, 12, [], failures=many)
