@@ -191,7 +191,7 @@ class Settings:
     #: The whole question's deadline (the query's cancel scope).
     query_timeout_s: float = 45.0
     #: One router's deadline for one question (connection, login and commands).
-    router_timeout_s: float = 20.0
+    router_timeout_s: float = 30.0
     #: Routers one call queries at once.
     router_concurrency: int = 32
     #: TCP connect plus login: a router that accepts TCP and never answers is given up on after this.
