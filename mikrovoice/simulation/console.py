@@ -16,14 +16,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mikrovoice.config import ConfigError, RouterConfig, Settings
-from mikrovoice.sim.routeros import router_names
+from mikrovoice.sim.routeros import FleetProfile, make_fleet
 from mikrovoice.simulation.invariants import INVARIANTS
 from mikrovoice.simulation.runner import CallStats, RunSummary, simulate
 
 
 def default_settings() -> Settings:
-    """Without a configuration: the defaults and the demo's twelve routers."""
-    return Settings(routers=tuple(RouterConfig(name, f"10.0.{i}.1") for i, name in enumerate(router_names(12, 7))))
+    """Without a configuration: the defaults and the demo's twelve routers, at the demo's sites."""
+    fleet = make_fleet(FleetProfile(count=12, seed=7))
+    return Settings(routers=tuple(RouterConfig(r.name, f"10.0.{i}.1", site=r.site) for i, r in enumerate(fleet)))
 
 
 def run_simulate(settings: Settings | None, *, calls: int, seed: int, as_json: bool, timeline_dir: Path | None,

@@ -25,7 +25,7 @@ def heard_kind(text: str, phrases: Phrases) -> str:
         return "farewell_audio"
     if progress_regex(phrases).search(text) or _progress_one(phrases).search(text):
         return "progress"
-    if any(p.search(text) for p in (brain.ANSWER_DEVICES, brain.ANSWER_SFP, brain.ANSWER_PROBLEM)):
+    if brain.is_answer(text) or brain.ANSWER_PROBLEM.search(text) or brain.ANSWER_CLARIFY.search(text):
         return "answer"
     return "assistant"
 

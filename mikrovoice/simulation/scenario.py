@@ -17,8 +17,13 @@ from mikrovoice.sim import brain
 from mikrovoice.sim.asterisk import CallerScript, Interjection, Line, PressDigit, Question, Say
 from mikrovoice.sim.realtime import ModelFaults
 
-#: The kinds of question a caller can ask; the tools answer the first three.
-ASK_KINDS = ("devices", "sfp_all", "sfp_some", "unknown_router", "nonsense")
+#: The kinds of question a caller can ask. The first three and the new tools' kinds are answered
+#: by a tool; "unknown_router" and "ambiguous_router" get the inventory's question back;
+#: "nonsense" gets "No entendí".
+ASK_KINDS = ("devices", "sfp_all", "sfp_some", "unknown_router", "nonsense", "health", "health_all", "who_has",
+             "pppoe", "optics", "ping", "log", "list_routers", "ambiguous_router")
+#: How the caller names routers: "152 punto 1", "ciento cincuenta y dos punto uno", or their site.
+NAMINGS = ("digits", "words", "site")
 NONSENSE = (
     "¿Qué hora es en Tokio?",
     "Cuéntame un chiste de redes",
@@ -29,51 +34,155 @@ UNREACHABLE = "unreachable"
 #: "The router was slow" in a story starts here.
 SLOW_S = 5.0
 
+_UNITS = ("cero", "uno", "dos", "tres", "cuatro", "cinco", "seis", "siete", "ocho", "nueve", "diez", "once", "doce",
+          "trece", "catorce", "quince", "dieciséis", "diecisiete", "dieciocho", "diecinueve", "veinte", "veintiuno",
+          "veintidós", "veintitrés", "veinticuatro", "veinticinco", "veintiséis", "veintisiete", "veintiocho",
+          "veintinueve")
+_TENS = {3: "treinta", 4: "cuarenta", 5: "cincuenta", 6: "sesenta", 7: "setenta", 8: "ochenta", 9: "noventa"}
+_HUNDREDS = {1: "ciento", 2: "doscientos", 3: "trescientos", 4: "cuatrocientos", 5: "quinientos", 6: "seiscientos",
+             7: "setecientos", 8: "ochocientos", 9: "novecientos"}
 
-def spoken_router(name: str) -> str:
-    """How a caller says a router's name: "152.1" -> "152 punto 1", "torre-norte" -> "torre norte"."""
+
+def number_words(n: int) -> str:
+    """0..999 as a Colombian says it: 152 -> "ciento cincuenta y dos", 26 -> "veintiséis", 100 -> "cien"."""
+    if not 0 <= n <= 999:
+        raise ValueError(f"{n} is not 0..999")
+    if n == 100:
+        return "cien"
+    hundreds, rest = divmod(n, 100)
+    words = [_HUNDREDS[hundreds]] if hundreds else []
+    if rest or not hundreds:
+        if rest < 30:
+            words.append(_UNITS[rest])
+        else:
+            tens, unit = divmod(rest, 10)
+            words.append(_TENS[tens] + (f" y {_UNITS[unit]}" if unit else ""))
+    return " ".join(words)
+
+
+def spoken_router(name: str, naming: str = "digits") -> str:
+    """How a caller says a router's name: "152.1" -> "152 punto 1" (or, in words, "ciento cincuenta
+    y dos punto uno"), "torre-norte" -> "torre norte"."""
+    if naming == "words" and re.fullmatch(r"\d{1,3}(?:\.\d{1,3})+", name):
+        return " punto ".join(number_words(int(part)) for part in name.split("."))
     text = re.sub(r"(\d)\.(\d)", r"\1 punto \2", name)
     return re.sub(r"[_\-]+", " ", text).strip()
 
 
+def _listed(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " y " + names[-1]
+
+
 @dataclass(frozen=True)
 class Ask:
-    """One question, asked after the previous one was answered (or the caller's patience ran out)."""
+    """One question, asked after the previous one was answered (or the caller's patience ran out).
+
+    ``routers`` are inventory names (``site`` replaces them in the words when the caller names
+    the site); ``subject`` is what the question is about: an IP or a MAC (who_has), a PPPoE user
+    (pppoe), an interface or "" for every SFP (optics), the ping's target, a log topic ("" for
+    the whole log). ``expected`` is what the strategy knew when it drew the subject ("lease of
+    152.1", "nobody"): story words only, the invariants ask the simulated routers themselves.
+    """
 
     kind: str  # one of ASK_KINDS
-    routers: tuple[str, ...] = ()  # devices / unknown_router: one name; sfp_some: one or more
-    variant: int = 0  # which wording (nonsense questions)
+    routers: tuple[str, ...] = ()  # devices / unknown_router / single-router kinds: one name; others: some
+    variant: int = 0  # which wording (nonsense questions); ping: how many packets (0: as many as the tool sends)
     patience_s: float = 180.0  # how long the caller waits for an answer before moving on
     pause_s: float = 0.0  # the caller is silent this long before asking (a long call)
+    naming: str = "digits"  # one of NAMINGS
+    site: str = ""  # the site the caller names (naming "site", ambiguous_router, list_routers)
+    subject: str = ""
+    expected: str = ""
+
+    def _routers_said(self) -> list[str]:
+        return [spoken_router(r, self.naming) for r in self.routers]
+
+    def _router(self) -> str:
+        return spoken_router(self.routers[0], self.naming)
 
     def text(self) -> str:
         if self.kind in ("devices", "unknown_router"):
-            return f"Dame la lista de dispositivos activos del router {spoken_router(self.routers[0])}"
+            return f"Dame la lista de dispositivos activos del router {self._router()}"
+        if self.kind == "ambiguous_router":
+            return f"Dame la lista de dispositivos activos del router de {self.site}"
         if self.kind == "sfp_all":
             return "Dame el tráfico de las interfaces SFP de todos los routers"
         if self.kind == "sfp_some":
-            names = [spoken_router(r) for r in self.routers]
-            listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " y " + names[-1]
-            return f"Dame el tráfico SFP de los routers {listed}" if len(names) > 1 else f"Dame el tráfico SFP del router {listed}"
+            names = self._routers_said()
+            if self.naming == "site":
+                return f"Dame el tráfico SFP de los routers de {self.site}"
+            return f"Dame el tráfico SFP de los routers {_listed(names)}" if len(names) > 1 else f"Dame el tráfico SFP del router {names[0]}"
+        if self.kind == "health":
+            if self.naming == "site":
+                return f"¿Cómo están los routers de {self.site}?"
+            names = self._routers_said()
+            return f"¿Está caído el router {names[0]}?" if len(names) == 1 else f"¿Cómo están los routers {_listed(names)}?"
+        if self.kind == "health_all":
+            return "¿Cómo están todos los routers?"
+        if self.kind == "who_has":
+            what = "la MAC" if ":" in self.subject else "la IP"
+            return f"¿Quién tiene {what} {self.subject}?"
+        if self.kind == "pppoe":
+            return f"¿El cliente pppoe {self.subject} está conectado?"
+        if self.kind == "optics":
+            port = f"del {self.subject}" if self.subject else "de los SFP"
+            return f"¿Cómo está la óptica {port} del router {self._router()}?"
+        if self.kind == "ping":
+            count = f" con {self.variant} paquetes" if self.variant else ""
+            return f"Haz ping desde el router {self._router()} al {self.subject}{count}"
+        if self.kind == "log":
+            about = f" sobre {self.subject}" if self.subject else ""
+            return f"¿Qué dice el log del router {self._router()}{about}?"
+        if self.kind == "list_routers":
+            return f"¿Qué routers hay en {self.site}?" if self.site else "¿Qué routers hay?"
         return NONSENSE[self.variant % len(NONSENSE)]
 
     def expect(self) -> re.Pattern[str]:
         """What answers it, or explains why there is no answer (the brain's own wording)."""
-        if self.kind == "devices":
-            return brain.ANSWER_DEVICES
-        if self.kind in ("sfp_all", "sfp_some"):
-            return brain.ANSWER_SFP
+        tool = self.tool()
+        if tool is not None:
+            return brain.ANSWERS[tool]
+        if self.kind in ("unknown_router", "ambiguous_router"):
+            return brain.ANSWER_CLARIFY
         return brain.ANSWER_PROBLEM
 
+    def tool(self) -> str | None:
+        """The tool that answers it (None: no tool is called, or the call is refused)."""
+        return {"devices": "dispositivos_activos", "sfp_all": "trafico_interfaces", "sfp_some": "trafico_interfaces",
+                "health": "estado_routers", "health_all": "estado_routers", "who_has": "quien_tiene",
+                "pppoe": "sesion_pppoe", "optics": "optica_sfp", "ping": "ping", "log": "log_router",
+                "list_routers": "listar_routers"}.get(self.kind)
+
     def describe(self) -> str:
+        said = {"words": " (said in words)", "site": f" (by site: {self.site})"}.get(self.naming, "")
+        known = f" [{self.expected}]" if self.expected else ""
         if self.kind == "devices":
-            return f"the active devices of {self.routers[0]}"
+            return f"the active devices of {self.routers[0]}{said}"
         if self.kind == "sfp_all":
             return "the SFP traffic of all routers"
         if self.kind == "sfp_some":
-            return "the SFP traffic of " + ", ".join(self.routers)
+            return "the SFP traffic of " + ", ".join(self.routers) + said
         if self.kind == "unknown_router":
             return f"the active devices of an unknown router {self.routers[0]!r}"
+        if self.kind == "ambiguous_router":
+            return f"the active devices of 'the router of {self.site}' (it has {len(self.routers)})"
+        if self.kind == "health":
+            return "whether " + ", ".join(self.routers) + " are up" + said
+        if self.kind == "health_all":
+            return "how all routers are"
+        if self.kind == "who_has":
+            return f"who has {self.subject}{known}"
+        if self.kind == "pppoe":
+            return f"whether PPPoE user {self.subject} is connected{known}"
+        if self.kind == "optics":
+            return f"the optics of {self.subject or 'the SFPs'} of {self.routers[0]}{said}"
+        if self.kind == "ping":
+            count = f" ({self.variant} packets)" if self.variant else ""
+            return f"a ping from {self.routers[0]} to {self.subject}{count}{said}{known}"
+        if self.kind == "log":
+            return f"the log of {self.routers[0]}" + (f" about {self.subject}" if self.subject else "") + said
+        if self.kind == "list_routers":
+            return f"the routers of {self.site}" if self.site else "which routers there are"
         return f"something no tool answers ({self.text()!r})"
 
 
@@ -105,6 +214,19 @@ class Digit:
 Interjections = Backchannel | BargeIn | Digit
 
 
+#: How a story tells the simulator's other faults (``sim.routeros.FAULTS``).
+FAULT_STORIES = {
+    "black_hole": "accepts the connection and never answers",
+    "drops_mid_reply": "drops the connection in the middle of a reply",
+    "busy": "refuses another API session (max-sessions)",
+    "slow": "is slow to answer",
+    "drips": "sends its replies a few bytes at a time",
+}
+#: Faults that keep a router from answering anything: it must never be reported as answering.
+NO_ANSWER_FAULTS = frozenset({"hangs", "black_hole", "hangs_after_login", "refuses_login", "drops_mid_query",
+                              "drops_mid_reply", "busy", UNREACHABLE})
+
+
 @dataclass(frozen=True)
 class RouterBehaviour:
     name: str
@@ -122,6 +244,9 @@ class RouterBehaviour:
             return f"router {self.name} drops the connection mid-query"
         if self.fault == "refuses_login":
             return f"router {self.name} refuses the login"
+        if self.fault is not None and self.fault in FAULT_STORIES:
+            return f"router {self.name} {FAULT_STORIES[self.fault]}" + (
+                f" ({self.latency_s:g} s per query)" if self.latency_s >= SLOW_S else "")
         if self.latency_s >= SLOW_S:
             return f"router {self.name} takes {self.latency_s:g} s"
         return None
@@ -236,7 +361,7 @@ def describe_line(line: Line) -> str:
 
 def _any_reply(ask: Ask) -> str:
     """The caller moves on when it hears the answer or any explanation of why there is none."""
-    patterns = (ask.expect(), brain.ANSWER_PROBLEM, brain.ANSWER_WAITING)
+    patterns = (ask.expect(), brain.ANSWER_PROBLEM, brain.ANSWER_CLARIFY, brain.ANSWER_WAITING)
     return "|".join(f"(?:{re.sub(r'[(][?]P<[a-z_]+>', '(', p.pattern)})" for p in patterns)
 
 

@@ -10,12 +10,16 @@ patient caller asking one thing, with only the events that matter left in.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
+from collections.abc import Mapping
+
 from hypothesis import strategies as st
 
-from mikrovoice.config import Settings
+from mikrovoice.config import RouterConfig, Settings
 from mikrovoice.sim.asterisk import Line
 from mikrovoice.sim.realtime import ModelFaults
-from mikrovoice.sim.routeros import FAULTS
+from mikrovoice.sim.routeros import FAULTS, SimRouter
 from mikrovoice.simulation.scenario import (
     NONSENSE,
     UNREACHABLE,
@@ -27,10 +31,31 @@ from mikrovoice.simulation.scenario import (
     RouterBehaviour,
     Scenario,
 )
+from mikrovoice.simulation.world import seeded_fleet as _seeded_fleet
 
 BACKCHANNELS = ("ajá", "sí", "mmm", "ok")
 #: What Asterisk forwards: the 16 digits, a-d from SIP INFO, X for a hook flash.
 DTMF = "0123456789*#ABCDabcdX"
+#: Ping targets besides the router's own clients: public resolvers (answer), TEST-NET-1 and the
+#: ISP's dead network (never answer).
+PING_TARGETS = ("8.8.8.8", "1.1.1.1", "192.0.2.1", "10.255.3.4")
+#: Log topics a caller asks about ("" = the whole log).
+LOG_TOPICS = ("la interfaz", "pppoe", "dhcp", "el sistema", "")
+#: Addresses no simulated router has: TEST-NET-2 (leases and ARP are 172.16/12, 10.64/16, PPPoE 100.64/10)
+#: and the documentation MAC range (RFC 7042).
+NOBODY_IP = "198.51.100.{}"
+NOBODY_MAC = "00:00:5E:00:53:{:02X}"
+NOBODY_USER = "usuario.inexistente{}"
+
+
+@functools.lru_cache(maxsize=64)
+def _fleet_data(seed: int, routers: tuple[RouterConfig, ...]) -> Mapping[str, SimRouter]:
+    return _seeded_fleet(seed, Settings(routers=routers))
+
+
+def seeded_fleet(seed: int, settings: Settings) -> Mapping[str, SimRouter]:
+    """The routers' seeded data, as the world will build them, to read only (cached)."""
+    return _fleet_data(seed, settings.routers)
 
 
 def tenths(low: float, high: float) -> st.SearchStrategy[float]:
@@ -45,18 +70,148 @@ def unknown_name(names: tuple[str, ...]) -> str:
     return "router-que-no-existe"
 
 
-def asks(names: tuple[str, ...], settings: Settings) -> st.SearchStrategy[Ask]:
+def _sites(settings: Settings) -> dict[str, tuple[str, ...]]:
+    sites: dict[str, list[str]] = {}
+    for router in settings.routers:
+        if router.site.strip():
+            sites.setdefault(router.site, []).append(router.name)
+    return {site: tuple(names) for site, names in sites.items()}
+
+
+def _pick(draw: st.DrawFn, items: list[str] | tuple[str, ...]) -> str:
+    return items[draw(st.integers(0, len(items) - 1))]
+
+
+@st.composite
+def _routers_named(draw: st.DrawFn, names: tuple[str, ...], sites: Mapping[str, tuple[str, ...]],
+                   many: bool) -> tuple[tuple[str, ...], str, str]:
+    """(routers, naming, site): one router (or, with ``many``, up to three, or a site's), and how it is said."""
+    naming = draw(st.sampled_from(("digits", "words", "site") if many and sites else ("digits", "words")))
+    if naming == "site":
+        site = draw(st.sampled_from(sorted(sites)))
+        return sites[site], "site", site
+    count = draw(st.integers(1, min(3, len(names)))) if many else 1
+    routers = tuple(draw(st.lists(st.sampled_from(names), min_size=count, max_size=count, unique=True)))
+    if naming == "words" and not all(_numeric(r) for r in routers):
+        naming = "digits"
+    return routers, naming, ""
+
+
+def _numeric(name: str) -> bool:
+    parts = name.split(".")
+    return len(parts) > 1 and all(p.isdigit() and len(p) <= 3 for p in parts)
+
+
+@st.composite
+def _who_has(draw: st.DrawFn, fleet: Mapping[str, SimRouter], patience: float) -> Ask:
+    """An IP or MAC of a bound lease, of a static ARP entry, of a PPPoE session (in no table the tool
+    reads), or one nobody has."""
+    kind = draw(st.sampled_from(("lease_ip", "lease_mac", "nobody_ip", "nobody_mac", "arp_ip", "ppp_ip")))
+    names = list(fleet)
+    if kind in ("lease_ip", "lease_mac"):
+        owners = [n for n in names if any(lease.get("status") == "bound" for lease in fleet[n].leases)]
+        if owners:
+            owner = _pick(draw, owners)
+            lease = fleet[owner].leases[draw(st.integers(0, len(fleet[owner].leases) - 1))]
+            subject = lease["address"] if kind == "lease_ip" else lease["mac-address"]
+            return Ask("who_has", patience_s=patience, subject=subject,
+                       expected=f"a {lease.get('status', 'bound')} lease of {owner}")
+    if kind == "arp_ip":
+        owner = _pick(draw, names)
+        row = _pick_row(draw, [r for r in fleet[owner].arp if r.get("DHCP") == "false" and "address" in r])
+        if row is not None:
+            return Ask("who_has", patience_s=patience, subject=row["address"], expected=f"an ARP entry of {owner}")
+    if kind == "ppp_ip":
+        owner = _pick(draw, names)
+        row = _pick_row(draw, fleet[owner].ppp_active)
+        if row is not None:
+            return Ask("who_has", patience_s=patience, subject=row["address"],
+                       expected=f"a PPPoE session of {owner}, in no lease or ARP table")
+    n = draw(st.integers(1, 254))
+    if kind == "nobody_mac":
+        return Ask("who_has", patience_s=patience, subject=NOBODY_MAC.format(n), expected="nobody")
+    return Ask("who_has", patience_s=patience, subject=NOBODY_IP.format(n), expected="nobody")
+
+
+def _pick_row(draw: st.DrawFn, rows: list[dict[str, str]]) -> dict[str, str] | None:
+    return rows[draw(st.integers(0, len(rows) - 1))] if rows else None
+
+
+@st.composite
+def _pppoe(draw: st.DrawFn, fleet: Mapping[str, SimRouter], patience: float) -> Ask:
+    users = [(name, row["name"]) for name, router in fleet.items() for row in router.ppp_active]
+    if users and draw(st.sampled_from((True, False))):
+        owner, user = users[draw(st.integers(0, len(users) - 1))]
+        return Ask("pppoe", patience_s=patience, subject=user, expected=f"connected to {owner}")
+    taken = {user for _, user in users}
+    n = draw(st.integers(1, 99))
+    user = next(NOBODY_USER.format(k) for k in range(n, n + 10**4) if NOBODY_USER.format(k) not in taken)
+    return Ask("pppoe", patience_s=patience, subject=user, expected="nobody")
+
+
+@st.composite
+def _optics(draw: st.DrawFn, names: tuple[str, ...], fleet: Mapping[str, SimRouter], patience: float) -> Ask:
+    (router,), naming, _ = draw(_routers_named(names, {}, many=False))
+    cages = [i["name"] for i in fleet[router].interfaces
+             if i.get("type") == "ether" and i["name"].startswith(("sfp", "qsfp", "combo"))]
+    port = draw(st.sampled_from(("", *cages)))
+    return Ask("optics", (router,), patience_s=patience, naming=naming, subject=port)
+
+
+@st.composite
+def _ping(draw: st.DrawFn, names: tuple[str, ...], fleet: Mapping[str, SimRouter], patience: float) -> Ask:
+    (router,), naming, _ = draw(_routers_named(names, {}, many=False))
+    clients = [lease["address"] for lease in fleet[router].leases if lease.get("status") == "bound"]
+    target = draw(st.sampled_from((*PING_TARGETS, *clients[:3])))
+    count = draw(st.sampled_from((0, 0, 1, 3, 10)))  # 0: the caller says no count (the tool's default)
+    expected = "one of its clients" if target in clients else "unreachable" if _dead(target) else "a public address"
+    return Ask("ping", (router,), variant=count, patience_s=patience, naming=naming, subject=target, expected=expected)
+
+
+def _dead(target: str) -> bool:
+    ip = ipaddress.ip_address(target)
+    return any(ip in ipaddress.ip_network(n) for n in ("192.0.2.0/24", "10.255.0.0/16"))
+
+
+@st.composite
+def _log(draw: st.DrawFn, names: tuple[str, ...], fleet: Mapping[str, SimRouter], patience: float) -> Ask:
+    (router,), naming, _ = draw(_routers_named(names, {}, many=False))
+    ports = [i["name"] for i in fleet[router].interfaces if i.get("type") == "ether"][:3]
+    topic = draw(st.sampled_from((*LOG_TOPICS, *ports)))
+    return Ask("log", (router,), patience_s=patience, naming=naming, subject=topic)
+
+
+def asks(names: tuple[str, ...], settings: Settings, fleet: Mapping[str, SimRouter] | None = None
+         ) -> st.SearchStrategy[Ask]:
+    """The questions; ``fleet`` (the scenario's seeded routers) gives the who-has, PPPoE, optics,
+    ping and log questions things that exist (and, sometimes, things that do not)."""
+    fleet = fleet if fleet is not None else seeded_fleet(0, settings)
+    sites = _sites(settings)
     patient = settings.query_timeout_s + settings.connect_timeout_s + 60.0
     patience = st.one_of(st.just(patient), tenths(3.0, settings.query_timeout_s))
-    router = st.sampled_from(names)
-    return st.one_of(
-        st.builds(lambda r, p: Ask("devices", (r,), patience_s=p), router, patience),
+    named = _routers_named(names, sites, many=False)
+    several = _routers_named(names, sites, many=True)
+    crowded = sorted(site for site, members in sites.items() if len(members) > 1)
+    choices = [
+        st.builds(lambda r, p: Ask("devices", r[0], patience_s=p, naming=r[1]), named, patience),
         st.builds(lambda p: Ask("sfp_all", patience_s=p), patience),
-        st.builds(lambda rs, p: Ask("sfp_some", tuple(rs), patience_s=p),
-                  st.lists(router, min_size=1, max_size=min(3, len(names)), unique=True), patience),
+        st.builds(lambda r, p: Ask("sfp_some", r[0], patience_s=p, naming=r[1], site=r[2]), several, patience),
         st.builds(lambda p: Ask("unknown_router", (unknown_name(names),), patience_s=p), patience),
         st.builds(lambda v, p: Ask("nonsense", variant=v, patience_s=p), st.integers(0, len(NONSENSE) - 1), patience),
-    )
+        st.builds(lambda r, p: Ask("health", r[0], patience_s=p, naming=r[1], site=r[2]), several, patience),
+        st.builds(lambda p: Ask("health_all", patience_s=p), patience),
+        patience.flatmap(lambda p: _who_has(fleet, p)),
+        patience.flatmap(lambda p: _pppoe(fleet, p)),
+        patience.flatmap(lambda p: _optics(names, fleet, p)),
+        patience.flatmap(lambda p: _ping(names, fleet, p)),
+        patience.flatmap(lambda p: _log(names, fleet, p)),
+        st.builds(lambda site, p: Ask("list_routers", patience_s=p, site=site),
+                  st.sampled_from(("", *sorted(sites))), patience),
+    ]
+    if crowded:
+        choices.append(st.builds(lambda site, p: Ask("ambiguous_router", sites[site], patience_s=p, site=site),
+                                 st.sampled_from(crowded), patience))
+    return st.one_of(*choices)
 
 
 def interjection(question_count: int) -> st.SearchStrategy[Interjections]:
@@ -121,7 +276,9 @@ def scenarios(draw: st.DrawFn, settings: Settings) -> Scenario:
     names = tuple(r.name for r in settings.routers)
     if not names:
         raise ValueError("a simulation needs at least one [[router]] in the configuration")
-    questions = tuple(draw(st.lists(asks(names, settings), min_size=1, max_size=3)))
+    # The routers' data first: the questions name its addresses, users and ports.
+    seed = draw(st.integers(0, 2**16))
+    questions = tuple(draw(st.lists(asks(names, settings, seeded_fleet(seed, settings)), min_size=1, max_size=3)))
     interjections = tuple(draw(st.lists(interjection(len(questions)), max_size=3)))
     silence = draw(st.sampled_from(("noise", "no_frames", "silence")))
     horizon = settings.query_timeout_s + 30.0
@@ -134,7 +291,6 @@ def scenarios(draw: st.DrawFn, settings: Settings) -> Scenario:
     model = draw(model_behaviour(horizon))
     # 1: the first reconnect finds a healthy model; more than reconnect_attempts: it never comes back.
     fault_sessions = draw(st.integers(1, settings.reconnect_attempts + 2)) if model != ModelFaults() else 1
-    seed = draw(st.integers(0, 2**16))
     line = draw(lines())
     if line.transport == "websocket":
         uuid_bytes = None  # no UUID message on chan_websocket
@@ -142,11 +298,15 @@ def scenarios(draw: st.DrawFn, settings: Settings) -> Scenario:
                     model_fault_sessions=fault_sessions, line=line)
 
 
+#: Kinds whose tool asks every router of the inventory.
+_FLEET_WIDE = ("sfp_all", "health_all", "who_has", "pppoe")
+
+
 def _reachable(questions: tuple[Ask, ...], names: tuple[str, ...]) -> set[str]:
     reachable: set[str] = set()
     for ask in questions:
-        if ask.kind == "sfp_all":
+        if ask.kind in _FLEET_WIDE:
             return set(names)
-        if ask.kind in ("devices", "sfp_some"):
+        if ask.tool() is not None:
             reachable.update(ask.routers)
     return reachable

@@ -14,6 +14,7 @@ deterministically.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import random
 import re
@@ -27,7 +28,7 @@ import trio
 
 from mikrovoice.call.prompts import Prompts
 from mikrovoice.call.session import CallRecord
-from mikrovoice.config import RouterConfig, Settings
+from mikrovoice.config import Settings
 from mikrovoice.logs import CallIdFilter
 from mikrovoice.service import CallService, ServiceStats
 from mikrovoice.sim import brain, voice
@@ -63,6 +64,24 @@ class LogLine:
     message: str
 
 
+@dataclass(frozen=True)
+class ToolOutput:
+    """A ``function_call_output`` the model service received: what the model was told a tool found."""
+
+    at: float
+    session: str  # the model session's id
+    call_id: str
+    output: str  # the JSON text, as sent
+
+    def data(self) -> dict[str, Any] | None:
+        """The output as JSON, None if it is not a JSON object."""
+        try:
+            value = json.loads(self.output)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+
+
 @dataclass
 class CallObservation:
     """Everything one simulated call did, as each party saw it."""
@@ -81,6 +100,8 @@ class CallObservation:
     settled_at: float = 0.0
     wall_s: float = 0.0
     crashes: list[str] = field(default_factory=list)
+    #: every function_call_output the model received, in order (a replay into a new session repeats it)
+    tool_outputs: list[ToolOutput] = field(default_factory=list)
 
     @property
     def simulated_s(self) -> float:
@@ -110,24 +131,37 @@ class _Capture(logging.Handler):
 def simulated_settings(settings: Settings) -> Settings:
     """The operator's settings with every peer replaced by a simulator of the same shape."""
     routers = tuple(
-        RouterConfig(r.name, f"10.{(i >> 8) & 0xFF}.{i & 0xFF}.1", 8728, ROUTER_USER, ROUTER_PASSWORD, r.aliases)
+        replace(r, host=f"10.{(i >> 8) & 0xFF}.{i & 0xFF}.1", port=8728, username=ROUTER_USER, password=ROUTER_PASSWORD,
+                tls=False)
         for i, r in enumerate(settings.routers)
     )
     return replace(settings, routers=routers, api_key=API_KEY,
                    realtime_url=f"ws://{MODEL_HOST}/v1/realtime")
 
 
+def seeded_fleet(seed: int, settings: Settings, latency_s: dict[str, float] | None = None) -> dict[str, SimRouter]:
+    """The scenario's routers, as their data is seeded: one per configured router, in inventory
+    order, with the inventory's site; PPPoE user names unique across the fleet (one ``taken`` set).
+    The same seed gives the same data (strategies read it to ask about things that exist)."""
+    taken: set[str] = set()
+    fleet = {}
+    for config in settings.routers:
+        latency = (latency_s or {}).get(config.name, 0.3)
+        router = make_router(config.name, random.Random(f"{seed}-{config.name}"), latency, ROUTER_USER,
+                             ROUTER_PASSWORD, taken=taken)
+        router.site = config.site
+        fleet[config.name] = router
+    return fleet
+
+
 def build_fleet(scenario: Scenario, settings: Settings) -> dict[str, SimRouter]:
     """One simulated router per configured router: seeded data, the scenario's latency and fault."""
     behaviour = {r.name: r for r in scenario.routers}
-    fleet = {}
-    for config in settings.routers:
-        b = behaviour.get(config.name)
-        router = make_router(config.name, random.Random(f"{scenario.seed}-{config.name}"),
-                             b.latency_s if b else 0.3, ROUTER_USER, ROUTER_PASSWORD)
+    fleet = seeded_fleet(scenario.seed, settings, {r.name: r.latency_s for r in scenario.routers})
+    for name, router in fleet.items():
+        b = behaviour.get(name)
         if b and b.fault and b.fault != UNREACHABLE:
             router.fault = b.fault
-        fleet[config.name] = router
     return fleet
 
 
@@ -151,6 +185,7 @@ async def _run(scenario: Scenario, settings: Settings, logs: list[LogLine]) -> C
     unreachable = {r.name for r in scenario.routers if r.fault == UNREACHABLE}
     ledger = ModelLedger()
     stats = ServiceStats()
+    outputs: list[ToolOutput] = []
     async with trio.open_nursery() as world:
         net = MemoryNetwork(world)
         for config in settings.routers:
@@ -161,7 +196,8 @@ async def _run(scenario: Scenario, settings: Settings, logs: list[LogLine]) -> C
 
         async def serve_model(stream: trio.abc.Stream) -> None:
             faulty = next(sessions) < scenario.model_fault_sessions
-            config = SimModelConfig(api_key=API_KEY, faults=scenario.model if faulty else scenario.model_after)
+            config = SimModelConfig(api_key=API_KEY, faults=scenario.model if faulty else scenario.model_after,
+                                    transcript=partial(_keep_tool_outputs, outputs))
             await serve_model_stream(stream, config=config, ledger=ledger)
 
         net.listen(MODEL_HOST, 80, serve_model, "model")
@@ -181,7 +217,7 @@ async def _run(scenario: Scenario, settings: Settings, logs: list[LogLine]) -> C
         caller = AsteriskCaller(script, call_id=uuid.UUID(int=random.Random(scenario.seed).getrandbits(128),
                                                                       version=4), seed=scenario.seed)
         observation = CallObservation(scenario, settings, caller.report, None, ledger, fleet, net.connections, logs,
-                                      started_at=trio.current_time())
+                                      started_at=trio.current_time(), tool_outputs=outputs)
         with trio.move_on_after(HORIZON_S):
             where = WEBSOCKET_LISTEN if scenario.line.transport == "websocket" else settings.listen
             await caller.call(*where, dial=net.dial)
@@ -191,12 +227,26 @@ async def _run(scenario: Scenario, settings: Settings, logs: list[LogLine]) -> C
             with trio.move_on_after(END_GRACE_S):
                 await stats.calls[0].finished.wait()
             observation.call_ended_in_time = stats.calls[0].ended
+        # The router connections are the process's (one per router, shared by its calls), not the
+        # call's: the world's process ends with its one call, and closes them as a shutdown does.
+        await service.tools.fleet.pool.aclose()
         with trio.move_on_after(SETTLE_S):
             await net.wait_settled()
         observation.settled_at = trio.current_time()
         observation.crashes = [f"{c.service}: {c.crash}" for c in net.connections if c.crash]
         world.cancel_scope.cancel()
     return observation
+
+
+def _keep_tool_outputs(into: list[ToolOutput], entry: dict[str, Any]) -> None:
+    """``SimModelConfig.transcript``: keep the ``function_call_output`` items the model receives."""
+    payload = entry.get("event")
+    if entry.get("dir") != "in" or not isinstance(payload, dict) or payload.get("type") != "conversation.item.create":
+        return
+    item = payload.get("item")
+    if isinstance(item, dict) and item.get("type") == "function_call_output":
+        into.append(ToolOutput(trio.current_time(), str(entry.get("session", "")), str(item.get("call_id", "")),
+                               str(item.get("output", ""))))
 
 
 def _seed_scheduler(seed: int) -> None:

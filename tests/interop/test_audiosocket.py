@@ -187,7 +187,7 @@ def test_hash_repeats_the_last_answer(interop: Run) -> None:
 def test_a_hang_up_mid_query_cancels_the_query(interop: Run) -> None:
     result = call(interop, "hangup_mid_query")
     ran(result)
-    assert field_of(result, "query.started", "tool") == ["trafico_sfp"], result.explain()
+    assert field_of(result, "query.started", "tool") == ["trafico_interfaces"], result.explain()
     assert field_of(result, "call.ended", "reason") == ["caller hung up"], result.explain()
     assert "querying > ended" in str(field_of(result, "call.ended", "states")[0]), result.explain()
     record = next(c for c in interop.stats["main"].calls if c.call_id == result.call_id)

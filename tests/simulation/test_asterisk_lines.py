@@ -15,7 +15,10 @@ from mikrovoice.simulation.world import CallObservation, simulate_call
 from mikrovoice.telephony import websocket_leg
 from tests.simulation.test_invariants import SETTINGS, fleet
 
-TWO_QUESTIONS = Scenario(asks=(Ask("devices", ("152.1",)), Ask("sfp_all")), routers=fleet(), silence="no_frames")
+#: 152.1 answers its three prints (leases, ARP, radio clients) in 0.1 s each: the devices query ends
+#: before the caller's interjections below, as in the seed's call.
+TWO_QUESTIONS = Scenario(asks=(Ask("devices", ("152.1",)), Ask("sfp_all")), routers=fleet(**{"152_1": (0.1, None)}),
+                         silence="no_frames")
 
 LINES = {
     "the AudioSocket() app": Line(),
@@ -130,7 +133,7 @@ def test_filling_asterisks_queue_is_caught(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_a_digit_left_unanswered_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(call_session.CallSession, "_repeat_answer", lambda self: None)
-    obs = simulate_call(replace(TWO_QUESTIONS, interjections=(Digit(0, 8.0, "#"),)), SETTINGS)
+    obs = simulate_call(replace(TWO_QUESTIONS, interjections=(Digit(0, 11.5, "#"),)), SETTINGS)
     found = invariants.check(obs)
     assert "digits_answered" in found and "did not hear the last answer again" in found["digits_answered"][0]
 

@@ -30,7 +30,7 @@ STORIES = {
     # The model link dropped while the report still played from our buffer; the farewell flushed it.
     "the model drops while the answer is still playing": (
         Scenario(asks=(Ask("devices", ("59.3",)),), model=ModelFaults(drop_after_s=21.2), seed=3,
-                 routers=tuple(RouterBehaviour(r.name, 8.7 if r.name == "59.3" else 0.3) for r in SETTINGS.routers)),
+                 routers=tuple(RouterBehaviour(r.name, 2.0 if r.name == "59.3" else 0.3) for r in SETTINGS.routers)),
         brain.ANSWER_DEVICES, 1),
     # An error without event_id while the greeting was being created: the greeting was asked for
     # twice and its second end reached the machine in 'listening' (seed 3).
@@ -87,7 +87,8 @@ FLAPPING = {
     # to the dead session, and 5.9 s passed without a word. Now a drop during a query plays the
     # hold prompt at once.
     "the model goes silent during a query on a small site": (
-        Scenario(asks=(Ask("devices", ("torre-norte",)),), routers=(RouterBehaviour("torre-norte", 0.1, "hangs"),),
+        Scenario(asks=(Ask("devices", ("torre-norte",)),),
+                 routers=(RouterBehaviour("torre-norte", 0.1, "hangs_after_login"),),
                  model=ModelFaults(silent_after_s=18.1)), SMALL_SITE),
     # A call issued by the second session got its output in the third (the replay): not a lost output.
     "a call's output reaches the session the conversation was replayed into": (
