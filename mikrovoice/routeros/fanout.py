@@ -83,6 +83,27 @@ class Ask:
             self.age_s = age if self.age_s is None else max(self.age_s, age)
         return answer.rows
 
+    async def gather(self, *commands: ReadCommand | IfPresent) -> list[Rows | None]:
+        """Several commands at once (the router runs tagged commands in parallel; the pool bounds
+        how many): their rows in order, None for an ``IfPresent`` whose menu is missing. The first
+        failure cancels the others and is raised."""
+        rows: list[Rows | None] = [None] * len(commands)
+        failures: list[RouterFailure] = []
+
+        async def one(index: int, item: ReadCommand | IfPresent, scope: trio.CancelScope) -> None:
+            try:
+                rows[index] = await (self.optional(item.command) if isinstance(item, IfPresent) else self(item))
+            except RouterFailure as failure:
+                failures.append(failure)
+                scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            for index, item in enumerate(commands):
+                nursery.start_soon(one, index, item, nursery.cancel_scope)
+        if failures:
+            raise failures[0]
+        return rows
+
     async def optional(self, command: ReadCommand) -> Rows | None:
         """The rows, or None when this router does not have the menu (a package it lacks)."""
         try:
@@ -91,6 +112,13 @@ class Ask:
             if failure.reason is Reason.MISSING:
                 return None
             raise
+
+
+@dataclass(frozen=True)
+class IfPresent:
+    """For ``Ask.gather``: this command's menu may be missing on the router (its rows are then None)."""
+
+    command: ReadCommand
 
 
 RouterQuery = Callable[[Ask], Awaitable[RouterAnswer]]

@@ -8,7 +8,7 @@ from typing import Any
 from mikrovoice.config import Settings
 from mikrovoice.realtime.protocol import ToolSpec
 from mikrovoice.routeros import commands
-from mikrovoice.routeros.fanout import Ask, FanOut, RouterAnswer
+from mikrovoice.routeros.fanout import Ask, FanOut, IfPresent, RouterAnswer
 from mikrovoice.tools.base import MAX_DETAIL, ROUTER_PARAM, Context, one_router, only
 
 
@@ -34,10 +34,10 @@ class ActiveDevices:
         return settings.router_timeout_s
 
     async def query(self, ask: Ask, args: dict[str, Any]) -> RouterAnswer:
-        leases = [r for r in await ask(commands.bound_leases()) if r.get("status", "bound") == "bound"]
-        arp = await ask.optional(commands.arp())
-        wireless = await ask.optional(commands.wireless_registrations())
-        wifi = await ask.optional(commands.wifi_registrations())
+        bound, arp, wireless, wifi = await ask.gather(
+            commands.bound_leases(), IfPresent(commands.arp()), IfPresent(commands.wireless_registrations()),
+            IfPresent(commands.wifi_registrations()))
+        leases = [r for r in bound or [] if r.get("status", "bound") == "bound"]
         radios = None if wireless is None and wifi is None else len(wireless or []) + len(wifi or [])
         devices = [{"ip": r.get("address", ""), "mac": r.get("mac-address", ""), "nombre": r.get("host-name", "")}
                    for r in leases]

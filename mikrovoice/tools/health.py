@@ -9,7 +9,7 @@ from typing import Any
 from mikrovoice.config import Settings
 from mikrovoice.realtime.protocol import ToolSpec
 from mikrovoice.routeros import commands
-from mikrovoice.routeros.fanout import Ask, FanOut, RouterAnswer
+from mikrovoice.routeros.fanout import Ask, FanOut, IfPresent, RouterAnswer
 from mikrovoice.tools.base import (
     ROUTERS_PARAM,
     Context,
@@ -90,8 +90,8 @@ class Health:
         return settings.router_timeout_s
 
     async def query(self, ask: Ask, args: dict[str, Any]) -> RouterAnswer:
-        resource = (await ask(commands.resource()) or [{}])[0]
-        sensors = await ask.optional(commands.health())
+        resources, sensors = await ask.gather(commands.resource(), IfPresent(commands.health()))
+        resource = (resources or [{}])[0]
         cpu = num(resource.get("cpu-load"))
         free, total = num(resource.get("free-memory")), num(resource.get("total-memory"))
         memory = round(100 * free / total) if free is not None and total else None

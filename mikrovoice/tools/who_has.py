@@ -8,7 +8,7 @@ from typing import Any
 from mikrovoice.config import Settings
 from mikrovoice.realtime.protocol import ToolSpec
 from mikrovoice.routeros import commands
-from mikrovoice.routeros.fanout import Ask, FanOut, RouterAnswer
+from mikrovoice.routeros.fanout import Ask, FanOut, IfPresent, RouterAnswer
 from mikrovoice.tools.base import (
     MAX_DETAIL,
     ROUTERS_PARAM,
@@ -55,8 +55,9 @@ class WhoHas:
 
     async def query(self, ask: Ask, args: dict[str, Any]) -> RouterAnswer:
         ip, mac = args.get("ip"), args.get("mac")
-        leases = await ask(commands.leases_for(address=ip, mac=mac))
-        arp = await ask.optional(commands.arp(address=ip, mac=mac)) or []
+        found_leases, found_arp = await ask.gather(commands.leases_for(address=ip, mac=mac),
+                                                   IfPresent(commands.arp(address=ip, mac=mac)))
+        leases, arp = found_leases or [], found_arp or []
         found: dict[str, dict[str, Any]] = {}
         for row in leases:
             entry = found.setdefault(row.get("mac-address", ""), {"ip": row.get("address", ""),
@@ -66,13 +67,12 @@ class WhoHas:
             entry = found.setdefault(row.get("mac-address", ""), {"ip": row.get("address", ""),
                                                                  "mac": row.get("mac-address", "")})
             entry["arp_interfaz"] = row.get("interface", "")
-        for mac_found, entry in list(found.items())[:MAX_MACS]:
-            if not mac_found:
-                continue
-            hosts = await ask.optional(commands.bridge_hosts(mac=mac_found)) or []
-            ports = [h.get("on-interface") or h.get("interface", "") for h in hosts if not h.get("local") == "true"]
+        macs = [m for m in found if m][:MAX_MACS]
+        tables = await ask.gather(*(IfPresent(commands.bridge_hosts(mac=m)) for m in macs))
+        for mac_found, hosts in zip(macs, tables, strict=True):
+            ports = [h.get("on-interface") or h.get("interface", "") for h in hosts or [] if h.get("local") != "true"]
             if ports:
-                entry["puerto"] = ports[0]
+                found[mac_found]["puerto"] = ports[0]
         return RouterAnswer({"encontrado": list(found.values())})
 
     def summarize(self, args: dict[str, Any], fan: FanOut) -> dict[str, Any]:

@@ -137,3 +137,18 @@ async def test_problems_the_caller_hears_instead_of_a_query(autojump_clock: trio
         assert "'cantidad' va de 1 a 10" == w.problem("ping", router="26.1", destino="8.8.8.8", cantidad=500)
         assert "sesion_pppoe no acepta" in (w.problem("sesion_pppoe", usuario="x", borrar=True) or "")
         assert "no existe la herramienta" in (w.problem("reiniciar_router", router="26.1") or "")
+
+
+async def test_a_router_is_asked_its_tables_at_once_and_one_failure_fails_it_cleanly(
+        autojump_clock: trio.testing.MockClock) -> None:
+    made = routers("152.1", "26.1", latency_s=2.0)
+    made[1].fault = "drops_mid_query"
+    async with world(made) as w:
+        start = trio.current_time()
+        output, _ = await w.ask("dispositivos_activos", router="152.1")
+        took = trio.current_time() - start
+        broken, fan = await w.ask("dispositivos_activos", router="26.1")
+    assert took < 2.5  # leases, ARP, wireless and wifi in parallel: one latency, not four
+    assert output["estado"] == "ok"
+    assert broken["estado"] == "desconocido" and broken["error"] == "el router 26.1 cortó la conexión a mitad de la respuesta"
+    assert fan.outcomes["26.1"].reason is not None and fan.outcomes["26.1"].reason.value == "dropped"
