@@ -47,6 +47,13 @@ class Tool(Protocol):
     def summarize(self, args: dict[str, Any], fan: FanOut) -> dict[str, Any]: ...
 
 
+class RouterTool:
+    """What the tools share unless they say otherwise: a router's deadline is ``router_timeout_s``."""
+
+    def router_timeout_s(self, args: dict[str, Any], settings: Settings) -> float:
+        return settings.router_timeout_s
+
+
 # --------------------------------------------------------------------------- argument checks
 
 ROUTERS_PARAM = {
@@ -148,6 +155,15 @@ def spoken_list(items: list[str], limit: int = 4) -> str:
     if rest:
         return ", ".join(shown) + f" y {rest} más"
     return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " y " + shown[-1]
+
+
+def unanswered(router: str, fan: FanOut) -> dict[str, Any] | None:
+    """A one-router tool's output when its router gave no answer (None when it answered)."""
+    outcome = fan.outcomes.get(router)
+    if outcome is not None and outcome.status != UNKNOWN:
+        return None
+    reason = "; ".join(outcome.reasons) if outcome else "la consulta no terminó"
+    return {"router": router, "estado": "desconocido", "error": f"el router {router} {reason}"}
 
 
 def common(fan: FanOut) -> dict[str, Any]:

@@ -5,15 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mikrovoice.config import Settings
 from mikrovoice.realtime.protocol import ToolSpec
 from mikrovoice.routeros import commands
 from mikrovoice.routeros.fanout import Ask, FanOut, IfPresent, RouterAnswer
-from mikrovoice.tools.base import MAX_DETAIL, ROUTER_PARAM, Context, one_router, only
+from mikrovoice.tools.base import MAX_DETAIL, ROUTER_PARAM, Context, RouterTool, one_router, only, unanswered
 
 
 @dataclass
-class ActiveDevices:
+class ActiveDevices(RouterTool):
     ctx: Context
     spec = ToolSpec(
         name="dispositivos_activos",
@@ -29,9 +28,6 @@ class ActiveDevices:
     def check(self, args: dict[str, Any], ctx: Context) -> dict[str, Any]:
         only(args, {"router"}, self.spec.name)
         return {"router": one_router(args, ctx), "routers": [one_router(args, ctx)]}
-
-    def router_timeout_s(self, args: dict[str, Any], settings: Settings) -> float:
-        return settings.router_timeout_s
 
     async def query(self, ask: Ask, args: dict[str, Any]) -> RouterAnswer:
         bound, arp, wireless, wifi = await ask.gather(
@@ -50,10 +46,10 @@ class ActiveDevices:
 
     def summarize(self, args: dict[str, Any], fan: FanOut) -> dict[str, Any]:
         router = args["router"]
-        outcome = fan.outcomes.get(router)
-        if outcome is None or outcome.status == "unknown":
-            reason = "; ".join(outcome.reasons) if outcome else "la consulta no terminó"
-            return {"router": router, "estado": "desconocido", "error": f"el router {router} {reason}"}
+        missing = unanswered(router, fan)
+        if missing is not None:
+            return missing
+        outcome = fan.outcomes[router]
         d = outcome.data
         names = [x["nombre"] or x["ip"] for x in d["dispositivos"][:3]]
         text = f"El router {router} tiene {d['dispositivos_activos']} dispositivos con lease DHCP activo"

@@ -6,13 +6,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from mikrovoice.config import Settings
 from mikrovoice.realtime.protocol import ToolSpec
 from mikrovoice.routeros import commands
 from mikrovoice.routeros.fanout import Ask, FanOut, IfPresent, RouterAnswer
 from mikrovoice.tools.base import (
     ROUTERS_PARAM,
     Context,
+    RouterTool,
     common,
     many_routers,
     num,
@@ -68,7 +68,7 @@ def _temperature(rows: list[dict[str, str]] | None) -> float | None:
 
 
 @dataclass
-class Health:
+class Health(RouterTool):
     ctx: Context
     spec = ToolSpec(
         name="estado_routers",
@@ -85,9 +85,6 @@ class Health:
     def check(self, args: dict[str, Any], ctx: Context) -> dict[str, Any]:
         only(args, {"routers"}, self.spec.name)
         return {"routers": many_routers(args, ctx)}
-
-    def router_timeout_s(self, args: dict[str, Any], settings: Settings) -> float:
-        return settings.router_timeout_s
 
     async def query(self, ask: Ask, args: dict[str, Any]) -> RouterAnswer:
         resources, sensors = await ask.gather(commands.resource(), IfPresent(commands.health()))

@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mikrovoice.config import Settings
 from mikrovoice.realtime.protocol import ToolSpec
 from mikrovoice.routeros.fanout import Ask, FanOut, RouterAnswer
-from mikrovoice.tools.base import Context, Problem, only, spoken_list
+from mikrovoice.tools.base import Context, Problem, RouterTool, only, spoken_list
 
 
 @dataclass
-class ListRouters:
+class ListRouters(RouterTool):
     ctx: Context
     spec = ToolSpec(
         name="listar_routers",
@@ -36,9 +35,6 @@ class ListRouters:
         if resolution.unknown:
             raise Problem(ctx.inventory.question(resolution))
         return {"routers": [], "sitio": site, "nombres": list(resolution.matches)}
-
-    def router_timeout_s(self, args: dict[str, Any], settings: Settings) -> float:
-        return settings.router_timeout_s
 
     async def query(self, ask: Ask, args: dict[str, Any]) -> RouterAnswer:  # never called: no router is asked
         return RouterAnswer({})

@@ -7,11 +7,19 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from mikrovoice.config import Settings
 from mikrovoice.realtime.protocol import ToolSpec
 from mikrovoice.routeros import commands
 from mikrovoice.routeros.fanout import Ask, FanOut, RouterAnswer
-from mikrovoice.tools.base import ROUTER_PARAM, Context, Problem, bounded_int, one_router, only
+from mikrovoice.tools.base import (
+    ROUTER_PARAM,
+    Context,
+    Problem,
+    RouterTool,
+    bounded_int,
+    one_router,
+    only,
+    unanswered,
+)
 
 DEFAULT_LINES, MAX_LINES = 8, 20
 #: Spanish topic words -> RouterOS log topics.
@@ -29,7 +37,7 @@ def _plain(text: str) -> str:
 
 
 @dataclass
-class RouterLog:
+class RouterLog(RouterTool):
     ctx: Context
     spec = ToolSpec(
         name="log_router",
@@ -54,9 +62,6 @@ class RouterLog:
         return {"router": router, "routers": [router], "tema": _plain(topic),
                 "lineas": bounded_int(args.get("lineas"), DEFAULT_LINES, 1, MAX_LINES, "lineas")}
 
-    def router_timeout_s(self, args: dict[str, Any], settings: Settings) -> float:
-        return settings.router_timeout_s
-
     async def query(self, ask: Ask, args: dict[str, Any]) -> RouterAnswer:
         rows = await ask(commands.log())
         topic = args["tema"]
@@ -69,10 +74,10 @@ class RouterLog:
 
     def summarize(self, args: dict[str, Any], fan: FanOut) -> dict[str, Any]:
         router = args["router"]
-        o = fan.outcomes.get(router)
-        if o is None or o.status == "unknown":
-            reason = "; ".join(o.reasons) if o else "la consulta no terminó"
-            return {"router": router, "estado": "desconocido", "error": f"el router {router} {reason}"}
+        missing = unanswered(router, fan)
+        if missing is not None:
+            return missing
+        o = fan.outcomes[router]
         d = o.data
         about = f" sobre {args['tema']}" if args["tema"] else ""
         if not d["lineas"]:

@@ -10,7 +10,16 @@ from mikrovoice.config import Settings
 from mikrovoice.realtime.protocol import ToolSpec
 from mikrovoice.routeros import commands
 from mikrovoice.routeros.fanout import Ask, FanOut, RouterAnswer
-from mikrovoice.tools.base import ROUTER_PARAM, Context, bounded_int, ip_address, num, one_router, only
+from mikrovoice.tools.base import (
+    ROUTER_PARAM,
+    Context,
+    bounded_int,
+    ip_address,
+    num,
+    one_router,
+    only,
+    unanswered,
+)
 
 DEFAULT_COUNT = 4
 _RTT = re.compile(r"(?:(\d+)ms)?(?:(\d+)us)?")
@@ -73,10 +82,10 @@ class Ping:
 
     def summarize(self, args: dict[str, Any], fan: FanOut) -> dict[str, Any]:
         router = args["router"]
-        o = fan.outcomes.get(router)
-        if o is None or o.status == "unknown":
-            reason = "; ".join(o.reasons) if o else "la consulta no terminó"
-            return {"router": router, "estado": "desconocido", "error": f"el router {router} {reason}"}
+        missing = unanswered(router, fan)
+        if missing is not None:
+            return missing
+        o = fan.outcomes[router]
         d = o.data
         text = f"Desde el {router}, {d['destino']} respondió {d['recibidos']} de {d['enviados']} pings"
         if d["recibidos"]:

@@ -6,7 +6,7 @@ import fnmatch
 import re
 from typing import Any
 
-from mikrovoice.tools.base import Problem
+from mikrovoice.tools.base import Context, Problem, many_routers, only
 
 #: SFP cages are type=ether with these name prefixes (RouterOS has no SFP interface type).
 SFP_PREFIXES = ("sfp", "qsfp", "combo")
@@ -29,6 +29,12 @@ def pattern(args: dict[str, Any], key: str = "interfaces", default: str = "sfp")
     if not parts or len(parts) > 16 or not all(_PATTERN.fullmatch(p) for p in parts):
         raise Problem(f"{value[:40]!r} no es un nombre de interfaz válido")
     return ",".join(parts)
+
+
+def check_routers_and_ports(args: dict[str, Any], ctx: Context, tool: str) -> dict[str, Any]:
+    """Arguments of a tool over some interfaces of some routers: ``routers`` and ``interfaces``."""
+    only(args, {"routers", "interfaces"}, tool)
+    return {"routers": many_routers(args, ctx), "interfaces": pattern(args)}
 
 
 def matches(name: str, spec: str) -> bool:

@@ -6,7 +6,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from mikrovoice.config import Settings
 from mikrovoice.realtime.protocol import ToolSpec
 from mikrovoice.routeros import commands
 from mikrovoice.routeros.fanout import Ask, FanOut, RouterAnswer
@@ -14,6 +13,7 @@ from mikrovoice.tools.base import (
     ROUTERS_PARAM,
     Context,
     Problem,
+    RouterTool,
     common,
     many_routers,
     only,
@@ -26,7 +26,7 @@ _USER = re.compile(r"[A-Za-z0-9._\-@+]{1,64}")
 
 
 @dataclass
-class PppoeSession:
+class PppoeSession(RouterTool):
     ctx: Context
     spec = ToolSpec(
         name="sesion_pppoe",
@@ -47,9 +47,6 @@ class PppoeSession:
             raise Problem("el usuario PPPoE va sin espacios, con letras, números, punto, guion o arroba; "
                           "¿cómo se escribe exactamente?")
         return {"usuario": user.strip(), "routers": many_routers(args, ctx)}
-
-    def router_timeout_s(self, args: dict[str, Any], settings: Settings) -> float:
-        return settings.router_timeout_s
 
     async def query(self, ask: Ask, args: dict[str, Any]) -> RouterAnswer:
         rows = await ask(commands.ppp_active(name=args["usuario"]))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mikrovoice.config import Settings
 from mikrovoice.realtime.protocol import ToolSpec
 from mikrovoice.routeros import commands
 from mikrovoice.routeros.fanout import Ask, FanOut, RouterAnswer
@@ -14,10 +13,9 @@ from mikrovoice.tools.base import (
     MAX_DETAIL,
     ROUTERS_PARAM,
     Context,
+    RouterTool,
     common,
-    many_routers,
     num,
-    only,
     statuses,
     unknown_sentence,
 )
@@ -29,7 +27,7 @@ def mbps(bits_per_second: str | None) -> float:
 
 
 @dataclass
-class Traffic:
+class Traffic(RouterTool):
     ctx: Context
     spec = ToolSpec(
         name="trafico_interfaces",
@@ -45,11 +43,7 @@ class Traffic:
     )
 
     def check(self, args: dict[str, Any], ctx: Context) -> dict[str, Any]:
-        only(args, {"routers", "interfaces"}, self.spec.name)
-        return {"routers": many_routers(args, ctx), "interfaces": ports.pattern(args)}
-
-    def router_timeout_s(self, args: dict[str, Any], settings: Settings) -> float:
-        return settings.router_timeout_s
+        return ports.check_routers_and_ports(args, ctx, self.spec.name)
 
     async def query(self, ask: Ask, args: dict[str, Any]) -> RouterAnswer:
         chosen = ports.select(await ask(commands.interfaces()), args["interfaces"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mikrovoice.config import Settings
 from mikrovoice.realtime.protocol import ToolSpec
 from mikrovoice.routeros import commands
 from mikrovoice.routeros.fanout import Ask, FanOut, IfPresent, RouterAnswer
@@ -14,6 +13,7 @@ from mikrovoice.tools.base import (
     ROUTERS_PARAM,
     Context,
     Problem,
+    RouterTool,
     common,
     ip_address,
     mac_address,
@@ -28,7 +28,7 @@ MAX_MACS = 4
 
 
 @dataclass
-class WhoHas:
+class WhoHas(RouterTool):
     ctx: Context
     spec = ToolSpec(
         name="quien_tiene",
@@ -49,9 +49,6 @@ class WhoHas:
             raise Problem("dime una IP o una MAC (una sola)")
         key = {"ip": ip_address(args["ip"])} if args.get("ip") is not None else {"mac": mac_address(args["mac"])}
         return {**key, "routers": many_routers(args, ctx)}
-
-    def router_timeout_s(self, args: dict[str, Any], settings: Settings) -> float:
-        return settings.router_timeout_s
 
     async def query(self, ask: Ask, args: dict[str, Any]) -> RouterAnswer:
         ip, mac = args.get("ip"), args.get("mac")
