@@ -40,7 +40,8 @@ _SHOWN = {
     "caller.says": lambda f: f"llamante dice: «{f['text']}»",
     "caller.heard": lambda f: f"llamante oye:  «{f['text']}»",
     "tool.called": lambda f: f"herramienta {f['tool']}({f['arguments']})" + (f"  RECHAZADA: {f['problem']}" if f.get("problem") else ""),
-    "router.answered": lambda f: f"  router {f['router']}: {f['outcome']} ({f['done']}/{f['total']}, {f['elapsed_s']} s)",
+    "router.answered": lambda f: (f"  router {f['router']}: {f['status']} ({f['done']}/{f['total']}, {f['elapsed_s']} s)"
+                                  + (f" {f['reason']}" if f.get("reason") else "")),
     "query.running": lambda f: f"  consultando... ({f['elapsed_s']}s transcurridos, {f['answered']}/{f['total']})",
     "query.progress_spoken": lambda f: f"progreso pedido al modelo: «{f['phrase']}»",
     "query.finished": lambda f: f"consulta terminada en {f['elapsed_s']} s ({f['answered']} routers respondieron)",
@@ -75,9 +76,14 @@ class Timeline(logging.Handler):
             return
         if self.t0 is None:
             self.t0 = now
-        at = float(record.fields.get("at", now)) if name == "caller.heard" else now
+        try:
+            at = float(record.fields.get("at", now)) if name == "caller.heard" else now
+            text = _SHOWN[name](record.fields)
+        except (KeyError, TypeError, ValueError):  # a line we cannot show must not break the call that logged it
+            self.handleError(record)
+            return
         self._count += 1
-        heapq.heappush(self._held, (at, self._count, _SHOWN[name](record.fields)))
+        heapq.heappush(self._held, (at, self._count, text))
         self.flush_until(self.hearing_since())
 
     def flush_until(self, horizon: float | None) -> None:

@@ -112,3 +112,19 @@ async def test_logs_carry_the_call_id_and_no_secrets(
     call_lines = [r for r in caplog.records if r.name in ("mikrovoice.call", "mikrovoice.routers", "mikrovoice.realtime")]
     assert {r.name for r in call_lines} == {"mikrovoice.call", "mikrovoice.routers", "mikrovoice.realtime"}
     assert {r.call_id for r in call_lines} == {stats.calls[0].call_id}
+
+
+def test_the_demo_command_prints_its_timeline_and_answers_both_questions() -> None:
+    """``mikrovoice demo --virtual-clock``: the printed timeline's formatters read the real log fields
+    (a formatter reading a renamed field must not break the call it reports on)."""
+    import io
+    import json
+
+    from mikrovoice import demo
+
+    out = io.StringIO()
+    assert demo.main(as_json=True, virtual_clock=True, out=out) == 0
+    text = out.getvalue()
+    summary = json.loads(text.strip().splitlines()[-1])
+    assert summary["answered"] == summary["questions"] == 2
+    assert "router 46.3: ok (12/12" in text and "llamada terminada: caller hung up" in text
