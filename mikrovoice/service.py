@@ -89,7 +89,7 @@ class CallService:
 
 async def _listen(
     where: tuple[str, int], handle: Callable[[trio.abc.Stream], Awaitable[None]],
-    task_status: trio.TaskStatus[int], name: str, **fields: Any,
+    task_status: trio.TaskStatus[int], name: str, tidy: Callable[[], Awaitable[None]] | None = None, **fields: Any,
 ) -> None:
     """Serve ``handle`` on TCP at ``where`` (TCP_NODELAY on each connection); ``started()`` gets the bound port."""
 
@@ -102,7 +102,10 @@ async def _listen(
     bound = listeners[0].socket.getsockname()[1]
     event(log, name, host=host, port=bound, **fields)
     task_status.started(bound)
-    await trio.serve_listeners(handler, listeners)
+    async with trio.open_nursery() as nursery:
+        if tidy is not None:
+            nursery.start_soon(tidy)  # idle router connections close on time, calls or not
+        await trio.serve_listeners(handler, listeners)
 
 
 async def serve_calls(
@@ -115,7 +118,8 @@ async def serve_calls(
 ) -> None:
     """Listen for Asterisk's AudioSocket; ``started()`` hands back the bound port."""
     service = service or CallService(settings, stats, dial)
-    await _listen(settings.listen, service.handle, task_status, "service.listening", routers=len(settings.routers),
+    await _listen(settings.listen, service.handle, task_status, "service.listening", service.tools.fleet.pool.tidy,
+                  routers=len(settings.routers),
                   endpoint=settings.realtime_url.split("?", 1)[0], model=settings.model)
 
 
@@ -132,7 +136,7 @@ async def serve_websocket_calls(
         raise ValueError("no [websocket] listen address configured")
     service = service or CallService(settings, stats, dial)
     await _listen(settings.websocket_listen, service.handle_websocket, task_status, "service.listening_websocket",
-                  subprotocol="media")
+                  service.tools.fleet.pool.tidy, subprotocol="media")
 
 
 async def start_simulated_peers(

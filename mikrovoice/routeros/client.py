@@ -408,6 +408,17 @@ class RouterPool:
                 event(log, "router.idle_closed", router=slot.config.name, idle_s=round(now - connection.idle_since, 3))
                 await self._discard(slot, connection, f"idle for {self._idle_timeout_s:g} s")
 
+    async def tidy(self) -> None:
+        """Run forever: close idle connections on time even when no question comes to sweep them.
+
+        The service runs this beside its listeners; a pool without it still closes idle
+        connections, at its next use."""
+        while True:
+            await trio.sleep(max(1.0, self._idle_timeout_s / 4))
+            if self._closed:
+                return
+            await self._sweep()
+
     async def aclose(self) -> None:
         """Close every connection; commands still in flight fail with Reason.DROPPED."""
         self._closed = True

@@ -420,6 +420,22 @@ async def test_the_sweep_closes_an_idle_connection_of_another_router(autojump_cl
     assert net.streams[0].closed and pool.stats.open_connections == 1
 
 
+async def test_tidy_closes_an_idle_connection_on_time_without_another_question(
+        autojump_clock: trio.testing.MockClock) -> None:
+    router = sim_router("r1")
+    async with trio.open_nursery() as servers:
+        net = SimNet(servers, {"r1": router})
+        pool = RouterPool([config("r1")], dial=net.dial, idle_timeout_s=60.0)
+        servers.start_soon(pool.tidy)
+        await pool.run("r1", commands.identity())
+        await trio.sleep(59.0)
+        assert pool.stats.open_connections == 1 and not net.streams[0].closed
+        await trio.sleep(16.0)  # tidy looks every idle_timeout_s / 4
+        assert pool.stats.open_connections == 0 and net.streams[0].closed
+        await pool.aclose()
+        servers.cancel_scope.cancel()
+
+
 async def test_closing_the_pool_fails_what_is_in_flight_and_refuses_more(autojump_clock: trio.testing.MockClock) -> None:
     router = sim_router("r1", latency_s=5.0)
     async with trio.open_nursery() as servers:
