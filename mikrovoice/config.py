@@ -205,6 +205,10 @@ class Settings:
     router_commands_total: int = 256
     #: Seconds an answer stays fresh, per command family (CACHE_TTL_DEFAULTS); 0 disables caching.
     cache_ttl_s: dict[str, float] = field(default_factory=lambda: dict(CACHE_TTL_DEFAULTS))
+    #: Overrides of ``tools.optics.OpticsLimits`` (section ``[optics]``: dBm and °C thresholds of a
+    #: healthy SFP) and of ``tools.health.HealthLimits`` (section ``[health]``).
+    optics_limits: dict[str, float] = field(default_factory=dict)
+    health_limits: dict[str, float] = field(default_factory=dict)
     #: Overrides of ``routeros.inventory.InventoryPhrases`` (section ``[router_names]``): how the
     #: caller is asked which router they meant.
     router_name_phrases: dict[str, Any] = field(default_factory=dict)
@@ -251,6 +255,8 @@ _SECTIONS = {
                  "password_env", "password_file", "tls", "tls_verify", "ca_file"},
     "cache": set(CACHE_TTL_DEFAULTS),
     "router_names": set(),  # checked against InventoryPhrases in load()
+    "optics": set(),  # checked against OpticsLimits in load()
+    "health": set(),  # checked against HealthLimits in load()
     "comfort": {"audio", "level_dbfs"},
     "phrases": {f.name for f in fields(Phrases)},
     "prompts": {"model_unavailable", "connection_hold"},
@@ -278,7 +284,7 @@ def load(path: str | Path, environ: dict[str, str] | None = None) -> Settings:
         raise ConfigError(f"{path}: {exc}") from exc
     _check_keys("top level", data, set(_SECTIONS) | {"router"})
     for section, allowed in _SECTIONS.items():
-        if section != "router_names":
+        if section not in ("router_names", "optics", "health"):
             _check_keys(section, data.get(section, {}), allowed)
     audiosocket, openai, query = data.get("audiosocket", {}), data.get("openai", {}), data.get("query", {})
     routers = _load_routers(Path(path), data.get("routeros", {}), data.get("router", []), env)
@@ -371,6 +377,18 @@ def load(path: str | Path, environ: dict[str, str] | None = None) -> Settings:
             raise ConfigError(f"[cache] {family}: expected seconds >= 0, got {value!r}")
         ttl[family] = float(value)
     settings = replace(settings, cache_ttl_s=ttl)
+    for section, attr in (("optics", "optics_limits"), ("health", "health_limits")):
+        if section in data:
+            from mikrovoice.tools.health import HealthLimits  # here: the tools import this module
+            from mikrovoice.tools.optics import OpticsLimits
+
+            limits = OpticsLimits if section == "optics" else HealthLimits
+            table = data[section]
+            _check_keys(section, table, {f.name for f in fields(limits)})
+            for key, value in table.items():
+                if not isinstance(value, int | float) or isinstance(value, bool):
+                    raise ConfigError(f"[{section}] {key}: expected a number, got {value!r}")
+            settings = replace(settings, **_setting(attr, {k: float(v) for k, v in table.items()}))
     if "router_names" in data:
         from mikrovoice.routeros.inventory import InventoryPhrases  # here: inventory imports this module
 

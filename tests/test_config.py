@@ -111,3 +111,17 @@ def test_the_router_name_questions_are_configurable(tmp_path: Path) -> None:
     path.write_text("[router_names]\nambiguous = '{nope}'\n")
     with pytest.raises(ConfigError):
         load(path, {})
+
+
+def test_optics_and_health_thresholds_are_the_operators(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[optics]\nrx_low_dbm = -27\nrx_critical_dbm = -30\n[health]\ncpu_high_pct = 95\n")
+    settings = load(path, {})
+    assert settings.optics_limits == {"rx_low_dbm": -27.0, "rx_critical_dbm": -30.0}
+    assert settings.health_limits == {"cpu_high_pct": 95.0}
+    path.write_text("[optics]\nrx_low = -27\n")
+    with pytest.raises(ConfigError, match="unknown key"):
+        load(path, {})
+    path.write_text("[health]\ncpu_high_pct = 'alto'\n")
+    with pytest.raises(ConfigError, match="expected a number"):
+        load(path, {})

@@ -29,7 +29,7 @@ from mikrovoice.simulation.report import longest_silence as longest_silence  # r
 from mikrovoice.simulation.scenario import NO_ANSWER_FAULTS, Ask
 from mikrovoice.simulation.world import CallObservation
 from mikrovoice.tools.logs import TOPICS as LOG_TOPICS
-from mikrovoice.tools.optics import LIMITS as OPTICS
+from mikrovoice.tools.optics import OpticsLimits
 from mikrovoice.tools.ping import DEFAULT_COUNT as PING_DEFAULT_COUNT
 
 #: The allowance on top of ``progress_silence_s`` for the model to start speaking.
@@ -551,7 +551,7 @@ def output_true(obs: CallObservation) -> list[str]:
     sesion_pppoe: the right router, IP and CPE MAC, and "not connected" only if no router that
     answered has the session; estado_routers: online, CPU, memory and version as the router says;
     ping: the count asked, the target, and the echoes the router got back; optica_sfp: the port's
-    powers, and a verdict consistent with them and ``tools.optics.LIMITS``; log_router: real log
+    powers, and a verdict consistent with them and the operator's ``[optics]`` thresholds; log_router: real log
     lines, on the topic asked, no more than asked; trafico_interfaces: real interfaces (SFP when
     the SFPs were asked) and their rates; listar_routers: the inventory."""
     problems = []
@@ -709,6 +709,7 @@ def _optics_truth(obs: CallObservation, told: Told, data: dict[str, Any]) -> lis
                             f"dBm, the output says {rx!r} and {tx!r}")
             continue
         loss = truth.get("sfp-rx-loss") == "true"
+        OPTICS = OpticsLimits(**obs.settings.optics_limits)  # noqa: N806 (the operator's thresholds)
         expect = {
             "pérdida de señal": loss,
             "crítica": not loss and rx <= OPTICS.rx_critical_dbm,

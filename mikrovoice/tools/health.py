@@ -21,12 +21,16 @@ from mikrovoice.tools.base import (
     unknown_sentence,
 )
 
-#: Beyond these a router is "degraded" (the caller hears why).
-CPU_HIGH_PCT = 85.0
-MEMORY_LOW_PCT = 10.0
-TEMPERATURE_HIGH_C = 70.0
-#: An uptime shorter than this means the router restarted recently.
-RECENT_REBOOT_S = 15 * 60
+
+@dataclass(frozen=True)
+class HealthLimits:
+    """Beyond these a router is "degraded" and the caller hears why (config section ``[health]``)."""
+
+    cpu_high_pct: float = 85.0
+    memory_low_pct: float = 10.0
+    temperature_high_c: float = 70.0
+    #: an uptime shorter than this means the router restarted recently
+    recent_reboot_s: float = 15 * 60
 
 _UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _UPTIME = re.compile(r"(\d+)([wdhms])")
@@ -100,13 +104,14 @@ class Health(RouterTool):
         if temperature is not None:
             data["temperatura_c"] = temperature
         problems = []
-        if cpu is not None and cpu >= CPU_HIGH_PCT:
+        limits = HealthLimits(**self.ctx.settings.health_limits)
+        if cpu is not None and cpu >= limits.cpu_high_pct:
             problems.append(f"CPU al {cpu:g}%")
-        if memory is not None and memory < MEMORY_LOW_PCT:
+        if memory is not None and memory < limits.memory_low_pct:
             problems.append(f"solo {memory}% de memoria libre")
-        if temperature is not None and temperature >= TEMPERATURE_HIGH_C:
+        if temperature is not None and temperature >= limits.temperature_high_c:
             problems.append(f"temperatura de {temperature:g} grados")
-        if up is not None and up < RECENT_REBOOT_S:
+        if up is not None and up < limits.recent_reboot_s:
             problems.append(f"se reinició hace {spoken_duration(up)}")
         return RouterAnswer(data, problems)
 

@@ -23,7 +23,8 @@ from mikrovoice.tools.base import (
 
 @dataclass(frozen=True)
 class OpticsLimits:
-    """Thresholds of a healthy optical link (dBm, °C): typical 1G/10G SFP and SFP+ modules."""
+    """Thresholds of a healthy optical link (dBm, °C): typical 1G/10G SFP and SFP+ modules. A fleet of
+    long-reach modules (ZR: receivers down to about -30 dBm) sets its own in ``[optics]``."""
 
     rx_low_dbm: float = -20.0       # weak: the link works with little margin
     rx_critical_dbm: float = -25.0  # most receivers stop here
@@ -94,9 +95,10 @@ class Optics(RouterTool):
         if not chosen:
             return RouterAnswer({"puertos": []})
         rows = await ask(commands.ethernet_monitor([i["name"] for i in chosen]))
+        limits = OpticsLimits(**self.ctx.settings.optics_limits)
         found, problems = [], []
         for row in rows:
-            port, wrong = verdict(row)
+            port, wrong = verdict(row, limits)
             found.append(port)
             problems += wrong
         return RouterAnswer({"puertos": found}, problems)

@@ -152,3 +152,14 @@ async def test_a_router_is_asked_its_tables_at_once_and_one_failure_fails_it_cle
     assert output["estado"] == "ok"
     assert broken["estado"] == "desconocido" and broken["error"] == "el router 26.1 cortó la conexión a mitad de la respuesta"
     assert fan.outcomes["26.1"].reason is not None and fan.outcomes["26.1"].reason.value == "dropped"
+
+
+async def test_the_operators_optics_thresholds_decide_the_verdict(autojump_clock: trio.testing.MockClock) -> None:
+    made = fleet()
+    async with world(made) as strict, world(routers(*NAMES, latency_s=0.3), optics_limits={
+            "rx_low_dbm": -40.0, "rx_critical_dbm": -45.0, "tx_low_dbm": -40.0, "temperature_high_c": 200.0}) as lax:
+        usual, _ = await strict.ask("optica_sfp")
+        long_reach, _ = await lax.ask("optica_sfp")
+    weak = [p for p in usual["puertos"] if "recepción" in p["veredicto"]]
+    assert weak, "the seeded fleet has weak optics"
+    assert not [p for p in long_reach["puertos"] if "recepción" in p["veredicto"] and "saturada" not in p["veredicto"]]
