@@ -129,3 +129,20 @@ def test_a_backchannel_that_cuts_the_explanation_of_a_question_asked_during_a_qu
     obs = simulate_call(scenario, SETTINGS)
     assert invariants.check(obs) == {}
     assert obs.record is not None and obs.record.barge_ins == []  # the "ajá" cut nothing
+
+
+@pytest.mark.parametrize("fault, query_s, updates", [("hangs", 5.0, 0), ("hangs_after_login", 30.0, 3)])
+def test_issue_8_a_silent_router_costs_its_deadline_and_every_update_is_new(
+        fault: str, query_s: float, updates: int) -> None:
+    """Issue 8 measured a router that accepts TCP and never answers: a full minute, seven identical
+    updates. Now a black hole costs the connect timeout (5 s), a router silent after its login its own
+    deadline (30 s); each update says how long at most, so no two are the same words."""
+    routers = tuple(RouterBehaviour(r.name, 0.5, fault if r.name == "46.3" else None) for r in SETTINGS.routers)
+    obs = simulate_call(Scenario(asks=(Ask("sfp_all"),), routers=routers, seed=11), SETTINGS)
+    assert obs.record is not None
+    assert obs.record.queries[0].duration_s == pytest.approx(query_s, abs=0.01)
+    spoken = [line.fields["phrase"] for line in obs.logs if line.event == "query.progress_spoken"]
+    assert len(spoken) == updates and len(set(spoken)) == len(spoken)
+    answer = [h.text for h in obs.caller.heard if brain.ANSWER_SFP.search(h.text)]
+    assert answer and "Respondieron 11 de 12 routers" in answer[0] and "No respondieron: 46.3" in answer[0]
+    assert not any(invariants.check(obs).values())
