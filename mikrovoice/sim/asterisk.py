@@ -724,7 +724,8 @@ class AsteriskCaller:
             expect = re.compile(question.expect, re.IGNORECASE)
             deadline = trio.current_time() + question.timeout_s
             repeats = 0
-            while await self._wait_answer(result, expect, deadline - trio.current_time(),
+            # max(0, ...): repeating the question may itself use up the caller's patience
+            while await self._wait_answer(result, expect, max(0.0, deadline - trio.current_time()),
                                           repeat=self._repeat_cue if repeats < MAX_REPEATS else None):
                 repeats += 1  # asked to repeat (the line was cut): say it again, as a person would
                 await self._queue(question.text, "question").done.wait()

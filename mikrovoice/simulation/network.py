@@ -107,9 +107,9 @@ class Connection:
         return [end.name for end in (self.client, self.server) if not end.closed]
 
 
-def _leaves(exc: BaseException) -> list[BaseException]:
+def leaves(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
     return [exc]
 
 
@@ -156,7 +156,7 @@ class MemoryNetwork:
         try:
             await handler(connection.server)
         except Exception as exc:  # a server process would have died: record it, as its OS closes its sockets
-            connection.crash = "; ".join(repr(leaf) for leaf in _leaves(exc))
+            connection.crash = "; ".join(repr(leaf) for leaf in leaves(exc))
             connection.crash_traceback = "".join(traceback.format_exception(exc)).rstrip()
             await trio.aclose_forcefully(connection.server)
         finally:

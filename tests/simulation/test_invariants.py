@@ -158,3 +158,14 @@ def test_result_once_catches_a_result_spoken_twice() -> None:
     (answer,) = [h for h in obs.caller.heard if brain.ANSWER_DEVICES.search(h.text)]
     obs.caller.heard.append(replace(answer, start=answer.end + 1.0, end=answer.end + 5.0))
     assert "2 answers for 1 finished query" in invariants.result_once(obs)[0]
+
+
+def test_a_crash_of_the_caller_simulator_is_a_broken_promise_not_a_crashed_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mikrovoice.sim.asterisk import AsteriskCaller
+
+    async def broken_call(self: AsteriskCaller, *args: object, **kwargs: object) -> None:
+        raise ValueError("`seconds` must be non-negative")
+
+    monkeypatch.setattr(AsteriskCaller, "call", broken_call)
+    obs = simulate_call(Scenario(asks=(Ask("devices", ("152.1",)),), routers=fleet()), SETTINGS)
+    assert violated(obs)["no_crash"] == ["crash in the Asterisk caller: ValueError('`seconds` must be non-negative')"]
