@@ -46,6 +46,11 @@ def _printable(value: str) -> bool:
     return all(0x20 <= ord(c) != 0x7F and not 0x80 <= ord(c) < 0xA0 for c in value)
 
 
+def is_interface_name(name: str) -> bool:
+    """An interface name the allowlist lets us send (a router may hold names with spaces or commas)."""
+    return bool(_IFACE.fullmatch(name))
+
+
 def _names(value: str) -> bool:
     return all(_IFACE.fullmatch(n) for n in value.split(",")) and len(value) <= 1024
 

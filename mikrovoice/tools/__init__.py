@@ -89,7 +89,7 @@ class NocTools:
 
     async def run(self, call: ToolCall, fan: FanOut) -> None:
         tool = self.tools[call.name]
-        await self.fleet.fan_out(fan, partial(_query, tool, call.arguments))
+        await self.fleet.fan_out(fan, partial(tool.query, args=call.arguments))
 
     def report(self, call: ToolCall, fan: FanOut, timed_out_after: float | None) -> dict[str, Any]:
         """The tool output for the model, from whatever the fan-out gathered."""
@@ -108,7 +108,3 @@ class NocTools:
         event(log, "tool.report", tool=call.name, answered=fan.answered, failed=fan.failed, total=fan.total,
               timed_out=timed_out_after is not None)
         return output
-
-
-async def _query(tool: Tool, arguments: dict[str, Any], ask: Any) -> Any:
-    return await tool.query(ask, arguments)

@@ -27,7 +27,8 @@ class ActiveDevices(RouterTool):
 
     def check(self, args: dict[str, Any], ctx: Context) -> dict[str, Any]:
         only(args, {"router"}, self.spec.name)
-        return {"router": one_router(args, ctx), "routers": [one_router(args, ctx)]}
+        router = one_router(args, ctx)
+        return {"router": router, "routers": [router]}
 
     async def query(self, ask: Ask, args: dict[str, Any]) -> RouterAnswer:
         bound, arp, wireless, wifi = await ask.gather(

@@ -6,11 +6,11 @@ import fnmatch
 import re
 from typing import Any
 
+from mikrovoice.routeros.commands import is_interface_name
 from mikrovoice.tools.base import Context, Problem, many_routers, only
 
 #: SFP cages are type=ether with these name prefixes (RouterOS has no SFP interface type).
 SFP_PREFIXES = ("sfp", "qsfp", "combo")
-_NAME = re.compile(r"<?[A-Za-z0-9][A-Za-z0-9._\-/+@:]{0,63}>?")
 _PATTERN = re.compile(r"[A-Za-z0-9._\-/+@:*?]{1,64}")
 PATTERN_PARAM = {
     "type": "string",
@@ -50,9 +50,5 @@ def matches(name: str, spec: str) -> bool:
 def select(rows: list[dict[str, str]], spec: str, *, ether_only: bool = False) -> list[dict[str, str]]:
     """The enabled interfaces of ``rows`` (``/interface/print``) that ``spec`` names, in router order."""
     return [r for r in rows if matches(r.get("name", ""), spec) and r.get("disabled") != "true"
-            and (not ether_only or r.get("type", "ether") == "ether") and sendable(r.get("name", ""))]
+            and (not ether_only or r.get("type", "ether") == "ether") and is_interface_name(r.get("name", ""))]
 
-
-def sendable(name: str) -> bool:
-    """An interface name the allowlist lets us send back (a router may hold names with spaces or commas)."""
-    return bool(_NAME.fullmatch(name))
