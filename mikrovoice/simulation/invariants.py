@@ -598,22 +598,22 @@ def _who_has_truth(obs: CallObservation, told: Told, data: dict[str, Any]) -> li
     problems = []
     found = [e for e in data.get("encontrado") or [] if isinstance(e, dict)]
     answering = _answering(told)
+    # What each answering router holds for the IP or MAC asked (its leases and ARP), read once.
+    holds = {name: [r for r in (*obs.routers[name].table("/ip/dhcp-server/lease"), *obs.routers[name].table("/ip/arp"))
+                    if matches(r)] for name in answering}
     for entry in found:
         name = entry.get("router")
         if name not in answering:
             problems.append(f"it names router {name}, which did not answer")
             continue
-        router = obs.routers[name]
-        rows = [r for r in (*router.table("/ip/dhcp-server/lease"), *router.table("/ip/arp")) if matches(r)]
+        rows = holds[name]
         if not any(r.get("address") == entry.get("ip") and r.get("mac-address", "").upper()
                    == str(entry.get("mac", "")).upper() for r in rows):
             problems.append(f"router {name} has no {entry.get('ip')} with MAC {entry.get('mac')} for "
                             f"{wanted_ip or wanted_mac}")
     if len(found) < 20:  # the output's detail is complete
         for name in answering:
-            router = obs.routers[name]
-            truth = {r.get("mac-address", "").upper() for r in
-                     (*router.table("/ip/dhcp-server/lease"), *router.table("/ip/arp")) if matches(r)}
+            truth = {r.get("mac-address", "").upper() for r in holds[name]}
             said = {str(e.get("mac", "")).upper() for e in found if e.get("router") == name}
             if truth - said:
                 problems.append(f"router {name} answered and has {wanted_ip or wanted_mac} (MAC "
