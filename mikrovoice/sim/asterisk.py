@@ -356,13 +356,7 @@ class AsteriskCaller:
                 nursery.start_soon(self._receive, stream, nursery.cancel_scope)
                 if self.script.line.mode == "app":
                     nursery.start_soon(self._app_timer, nursery.cancel_scope)
-                for interjection in self.script.interjections:
-                    nursery.start_soon(self._interject, interjection)
-                if self.script.hangup_at_s is not None:
-                    nursery.start_soon(self._hang_up_at, self.report.connected_at + self.script.hangup_at_s,
-                                       nursery.cancel_scope)
-                await self._conversation()
-                nursery.cancel_scope.cancel()
+                await self._act(nursery)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             if self.report.server_hung_up_at is None:
                 self.report.server_hung_up_at = trio.current_time()
@@ -411,13 +405,7 @@ class AsteriskCaller:
                     nursery.start_soon(self._ws_send_frames, ws)
                     nursery.start_soon(self._ws_receive, ws, nursery.cancel_scope)
                     nursery.start_soon(self._ws_play, ws)
-                    for interjection in self.script.interjections:
-                        nursery.start_soon(self._interject, interjection)
-                    if self.script.hangup_at_s is not None:
-                        nursery.start_soon(self._hang_up_at, self.report.connected_at + self.script.hangup_at_s,
-                                           nursery.cancel_scope)
-                    await self._conversation()
-                    nursery.cancel_scope.cancel()
+                    await self._act(nursery)
                 outer.cancel_scope.cancel()
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed):
             if self.report.server_hung_up_at is None:
@@ -711,6 +699,17 @@ class AsteriskCaller:
         return self._hearing_from
 
     # ------------------------------------------------------------------ the script
+
+    async def _act(self, nursery: trio.Nursery) -> None:
+        """The script, on either transport: interjections and the hang-up timer beside the questions;
+        when the questions are done, the call's tasks end."""
+        for interjection in self.script.interjections:
+            nursery.start_soon(self._interject, interjection)
+        if self.script.hangup_at_s is not None:
+            nursery.start_soon(self._hang_up_at, self.report.connected_at + self.script.hangup_at_s,
+                               nursery.cancel_scope)
+        await self._conversation()
+        nursery.cancel_scope.cancel()
 
     async def _conversation(self) -> None:
         await self._wait_answer(None, re.compile(r"."), self.script.greeting_timeout_s)  # the greeting
