@@ -89,9 +89,10 @@ class CallService:
 
 async def _listen(
     where: tuple[str, int], handle: Callable[[trio.abc.Stream], Awaitable[None]],
-    task_status: trio.TaskStatus[int], name: str, tidy: Callable[[], Awaitable[None]] | None = None, **fields: Any,
+    task_status: trio.TaskStatus[int], name: str, tidy: Callable[[], Awaitable[None]], **fields: Any,
 ) -> None:
-    """Serve ``handle`` on TCP at ``where`` (TCP_NODELAY on each connection); ``started()`` gets the bound port."""
+    """Serve ``handle`` on TCP at ``where`` (TCP_NODELAY on each connection); ``started()`` gets the bound port.
+    ``tidy`` runs beside the listener (the router pool's: idle connections close on time, calls or not)."""
 
     async def handler(stream: trio.SocketStream) -> None:
         set_nodelay(stream)
@@ -103,8 +104,7 @@ async def _listen(
     event(log, name, host=host, port=bound, **fields)
     task_status.started(bound)
     async with trio.open_nursery() as nursery:
-        if tidy is not None:
-            nursery.start_soon(tidy)  # idle router connections close on time, calls or not
+        nursery.start_soon(tidy)
         await trio.serve_listeners(handler, listeners)
 
 
