@@ -95,6 +95,16 @@ class Phrases:
     router_busy: str = "no acepta más sesiones de consulta"
     router_tls: str = "falló la conexión segura con el router"
     router_trap: str = "devolvió un error"
+    #: Caller authorisation ([auth]): recorded prompts, played before any model session exists
+    #: (an unauthorised caller never reaches the model). These are their words (see [prompts]).
+    pin_request: str = "Hola, habla el asistente del NOC. Marca tu PIN y luego la tecla numeral."
+    pin_wrong: str = "El PIN no es correcto. Márcalo otra vez y luego la tecla numeral."
+    #: After the allowed attempts, to a caller not on the allowlist, or to a locked-out number.
+    auth_refused: str = "Lo siento, no puedo atender esta llamada. Si eres del NOC, comunícate con tu supervisor. Adiós."
+    #: Beyond [service] max_calls.
+    busy: str = "Todas las líneas del asistente están ocupadas. Por favor, llama de nuevo en unos minutos."
+    #: The service is stopping (SIGTERM) and the call outlived the grace period.
+    shutdown: str = "El asistente se va a reiniciar. Por favor, llama de nuevo en un minuto. Adiós."
     #: Said when the caller presses the "human" digit (``[dtmf] human``, default 0).
     human_contact: str = (
         "Para hablar con una persona del NOC, cuelga y llama a la línea de guardia del NOC."
@@ -121,6 +131,48 @@ class RouterConfig:
     def __repr__(self) -> str:  # never print the password
         return (f"RouterConfig(name={self.name!r}, host={self.host!r}, port={self.port}, username={self.username!r}, "
                 f"site={self.site!r}, tls={self.tls})")
+
+
+#: [auth] require: who may use the assistant.
+AUTH_MODES = (
+    "pin",                # every caller enters an operator's PIN
+    "caller_id",          # the caller's number is an operator's (chan_websocket tells it; AudioSocket does not)
+    "caller_id_and_pin",  # an operator's number, and that operator's PIN
+    "caller_id_or_pin",   # an operator's number passes; any other caller enters a PIN
+    "open",               # anyone who reaches the listener (a test line; never on a public number)
+)
+
+
+@dataclass(frozen=True)
+class Operator:
+    """A person allowed to use the assistant ([[operator]]): their numbers, their PIN, their tools."""
+
+    name: str
+    #: Caller numbers as Asterisk's CALLERID(num) gives them (compared digits-only, see auth.py).
+    numbers: tuple[str, ...] = ()
+    pin: str = field(default="", repr=False)  # from pin_env or pin_file, never inline
+    #: Tool names this operator may use; ("*",): all of them.
+    tools: tuple[str, ...] = ("*",)
+
+    def __repr__(self) -> str:  # never print the PIN
+        return f"Operator(name={self.name!r}, numbers={self.numbers!r}, tools={self.tools!r})"
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    require: str = "open"
+    #: True when the file has an [auth] section: ``serve`` refuses a file without one (fail closed).
+    configured: bool = False
+    pin_length: int = 6
+    #: PIN attempts in one call before the refusal.
+    attempts: int = 3
+    #: Seconds for the first digit after the request, and between digits.
+    digit_timeout_s: float = 10.0
+    #: Calls from one number that used up their attempts within lockout_s: that number is refused
+    #: without a PIN request until lockout_s has passed since its last failure.
+    lockout_after: int = 3
+    lockout_s: float = 900.0
+    operators: tuple[Operator, ...] = ()
 
 
 #: Command families whose answers are cached, and for how long by default (seconds). ``ping`` is
@@ -227,6 +279,20 @@ class Settings:
     #: Recorded prompt played while the model link is re-established during a query (same formats);
     #: None: the bundled recording of Phrases.connection_hold.
     prompt_connection_hold: str | None = None
+    #: Recorded prompts of authorisation, busy and shutdown (same formats); None: the bundled recording
+    #: of the phrase of the same name.
+    prompt_pin_request: str | None = None
+    prompt_pin_wrong: str | None = None
+    prompt_auth_refused: str | None = None
+    prompt_busy: str | None = None
+    prompt_shutdown: str | None = None
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    #: [service]: calls at once in this process; one more hears Phrases.busy and is hung up.
+    max_calls: int = 100
+    #: SIGTERM: calls may go on this long; then they hear Phrases.shutdown and end.
+    shutdown_grace_s: float = 30.0
+    #: [service] metrics_listen: HTTP for /metrics (Prometheus) and /healthz; None: off.
+    metrics_listen: tuple[str, int] | None = None
     phrases: Phrases = field(default_factory=Phrases)
 
     def __repr__(self) -> str:
