@@ -40,8 +40,22 @@ from mikrovoice.logs import event
 from mikrovoice.net import Dialer, open_tcp
 from mikrovoice.realtime.protocol import (
     JSON,
+    AudioDelta,
+    FunctionCall,
+    InputTranscript,
+    ItemAdded,
     RealtimeProtocolError,
+    ResponseCreated,
+    ResponseDone,
+    ServerError,
     ServerEvent,
+    SessionCreated,
+    SessionUpdated,
+    SpeechStarted,
+    SpeechStopped,
+    TranscriptDelta,
+    TranscriptDone,
+    Unrecognised,
     encode_client_event,
     parse_server_event,
 )
@@ -50,6 +64,47 @@ log = logging.getLogger("mikrovoice.realtime")
 
 #: Realtime events can be large (session.updated echoes instructions and tools).
 MAX_MESSAGE = 16 * 1024 * 1024
+
+
+#: Debug: caller audio appends are summarised once per this many sent (100 ms each: every 5 s).
+AUDIO_SENT_LOG_EVERY = 50
+
+#: Debug: the wire type of each parsed server event (``Unrecognised`` carries its own).
+_WIRE_TYPES: dict[type, str] = {
+    SessionCreated: "session.created",
+    SessionUpdated: "session.updated",
+    ResponseCreated: "response.created",
+    ResponseDone: "response.done",
+    AudioDelta: "response.output_audio.delta",
+    TranscriptDelta: "response.output_audio_transcript.delta",
+    TranscriptDone: "response.output_audio_transcript.done",
+    FunctionCall: "response.output_item.done",
+    ItemAdded: "conversation.item.added",
+    SpeechStarted: "input_audio_buffer.speech_started",
+    SpeechStopped: "input_audio_buffer.speech_stopped",
+    InputTranscript: "conversation.item.input_audio_transcription.completed",
+    ServerError: "error",
+}
+
+
+def _received_fields(parsed: ServerEvent) -> dict[str, object]:
+    """Debug detail of one server event: identifiers and states, never audio, text or arguments."""
+    if isinstance(parsed, Unrecognised):
+        return {"type": parsed.type}
+    fields: dict[str, object] = {"type": _WIRE_TYPES.get(type(parsed), type(parsed).__name__)}
+    if isinstance(parsed, ResponseCreated):
+        fields["response_id"] = parsed.response_id
+    elif isinstance(parsed, FunctionCall):
+        fields.update(response_id=parsed.response_id, call_id=parsed.call_id, tool=parsed.name)
+    elif isinstance(parsed, ItemAdded):
+        fields.update(item_id=parsed.item_id, item_type=parsed.item_type)
+    elif isinstance(parsed, (SpeechStarted, SpeechStopped)):
+        fields["item_id"] = parsed.item_id
+    elif isinstance(parsed, ServerError):
+        fields.update(code=parsed.code, event_id=parsed.event_id or "-")
+    elif isinstance(parsed, TranscriptDone):
+        fields.update(response_id=parsed.response_id, item_id=parsed.item_id)
+    return fields
 
 
 #: Handshake refusals a reconnect cannot cure: bad request, key, billing, region, model access.
@@ -92,8 +147,8 @@ class RealtimeLink:
         self._connected = False
         self.connect_timeout_s = connect_timeout_s
         self.max_audio_lag_s = max_audio_lag_s
-        #: (queued at, for audio; None for control events, which are never dropped), JSON text
-        self._outbox: deque[tuple[float | None, str]] = deque()
+        #: (queued at, for audio; None for control events, which are never dropped), type, JSON text
+        self._outbox: deque[tuple[float | None, str, str]] = deque()
         self._outbox_ready = trio.Event()
         self.dropped_audio = 0
         self.sent_events = 0
@@ -119,8 +174,9 @@ class RealtimeLink:
 
     def send(self, client_event: JSON) -> None:
         """Queue one client event; never blocks, never fails. Stale audio is dropped at send time."""
-        audio = client_event["type"] == "input_audio_buffer.append"
-        self._outbox.append((trio.current_time() if audio else None, encode_client_event(client_event)))
+        kind = str(client_event["type"])
+        audio = kind == "input_audio_buffer.append"
+        self._outbox.append((trio.current_time() if audio else None, kind, encode_client_event(client_event)))
         self._outbox_ready.set()
 
     @property
@@ -197,8 +253,11 @@ class RealtimeLink:
         secure = parts.scheme == "wss"
         host = parts.hostname or "localhost"
         port = parts.port or (443 if secure else 80)
+        event(log, "model.dialing", level=logging.DEBUG, host=host, port=port, tls=secure)
+        began = trio.current_time()
         stream = await self._dial(host, port)
         streams.append(stream)
+        tcp_s = trio.current_time() - began
         if secure:
             context = self._ssl_context or ssl.create_default_context()
             stream = trio.SSLStream(stream, context, server_hostname=host, https_compatible=True)
@@ -206,10 +265,14 @@ class RealtimeLink:
         host_header = host if port in (80, 443) else f"{host}:{port}"
         resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         headers = [(b"Authorization", f"Bearer {self._api_key}".encode())]
-        return await wrap_client_stream(
+        ws = await wrap_client_stream(
             nursery, stream, host_header, resource,  # type: ignore[arg-type]  # any trio Stream works
             extra_headers=headers, message_queue_size=64, max_message_size=MAX_MESSAGE,
         )
+        # handshake: TLS (wss) and the HTTP upgrade. The key is in the header only, never in a log line.
+        event(log, "model.connect_timing", level=logging.DEBUG, tcp_ms=round(tcp_s * 1000, 1),
+              handshake_ms=round((trio.current_time() - began - tcp_s) * 1000, 1), tls=secure)
+        return ws
 
     def _redacted_url(self) -> str:
         return self.url.split("?", 1)[0]
@@ -218,6 +281,9 @@ class RealtimeLink:
         outcome: list[LinkClosed] = []
 
         async def reader() -> None:
+            # debug: audio and transcript deltas are counted per response, summarised at its response.done
+            streamed: dict[str, list[int]] = {}  # response id -> [audio deltas, audio bytes, transcript deltas]
+            debug = log.isEnabledFor(logging.DEBUG)
             while True:
                 try:
                     message = await ws.get_message()
@@ -230,14 +296,30 @@ class RealtimeLink:
                 except RealtimeProtocolError as exc:
                     event(log, "model.bad_event", level=logging.WARNING, error=str(exc))
                     continue
+                if debug:
+                    if isinstance(parsed, AudioDelta):
+                        counts = streamed.setdefault(parsed.response_id, [0, 0, 0])
+                        counts[0] += 1
+                        counts[1] += len(parsed.audio)
+                    elif isinstance(parsed, TranscriptDelta):
+                        streamed.setdefault(parsed.response_id, [0, 0, 0])[2] += 1
+                    elif isinstance(parsed, ResponseDone):
+                        deltas, audio_bytes, transcript = streamed.pop(parsed.response_id, [0, 0, 0])
+                        event(log, "model.recv", level=logging.DEBUG, type="response.done",
+                              response_id=parsed.response_id, status=parsed.status, reason=parsed.reason or "-",
+                              function_calls=len(parsed.function_calls), audio_deltas=deltas,
+                              audio_ms=audio_bytes // 8, transcript_deltas=transcript)
+                    else:
+                        event(log, "model.recv", level=logging.DEBUG, **_received_fields(parsed))
                 await events.send(parsed)
 
         async def writer() -> None:
+            audio_sent = 0  # debug: appends sent since the last summary
             while True:
                 while not self._outbox:
                     self._outbox_ready = trio.Event()
                     await self._outbox_ready.wait()
-                queued_at, text = self._outbox.popleft()
+                queued_at, kind, text = self._outbox.popleft()
                 if queued_at is not None and trio.current_time() - queued_at > self.max_audio_lag_s:
                     self.dropped_audio += 1
                     continue
@@ -247,6 +329,14 @@ class RealtimeLink:
                     outcome.append(LinkClosed(f"closed while sending: {exc.reason}", by_us=False))
                     return
                 self.sent_events += 1
+                if queued_at is None:
+                    event(log, "model.send", level=logging.DEBUG, type=kind, bytes=len(text), queued=len(self._outbox))
+                else:
+                    audio_sent += 1
+                    if audio_sent >= AUDIO_SENT_LOG_EVERY:
+                        event(log, "model.audio_sent", level=logging.DEBUG, appends=audio_sent,
+                              dropped_total=self.dropped_audio, queued=len(self._outbox))
+                        audio_sent = 0
 
         async def pinger() -> None:
             self._last_heard = next_ping = trio.current_time()
@@ -260,6 +350,7 @@ class RealtimeLink:
                 if not regular and not (self._watching and now >= self._last_heard + self.liveness_s):
                     continue  # woken early: something changed, or the server spoke meanwhile
                 timeout = min(self.probe_timeout_s, self.pong_timeout_s) if self._watching else self.pong_timeout_s
+                pinged_at = now
                 try:
                     with trio.fail_after(timeout):
                         await ws.ping()
@@ -270,6 +361,8 @@ class RealtimeLink:
                     outcome.append(LinkClosed(f"closed: {exc.reason}", by_us=False))
                     return
                 self._last_heard = trio.current_time()
+                event(log, "model.pong", level=logging.DEBUG, rtt_ms=round((self._last_heard - pinged_at) * 1000, 1),
+                      probe=not regular)
                 if regular:
                     next_ping = self._last_heard + self.ping_interval_s
 

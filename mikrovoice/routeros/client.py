@@ -23,9 +23,10 @@ import trio
 from mikrovoice.config import RouterConfig
 from mikrovoice.logs import event
 from mikrovoice.net import Dialer, open_tcp
-from mikrovoice.routeros.commands import ReadCommand
+from mikrovoice.routeros.commands import ReadCommand, login
 from mikrovoice.routeros.connection import Answer, ApiSession, SessionState
 from mikrovoice.routeros.errors import Reason, RouterFailure
+from mikrovoice.routeros.protocol import Request
 
 log = logging.getLogger("mikrovoice.routeros")
 
@@ -74,6 +75,21 @@ def tls_context(config: RouterConfig) -> ssl.SSLContext:
     return context
 
 
+def shown_words(request: Request, tag: int | str | None = None) -> str:
+    """The request's words as they go on the wire, for a debug line: any password attribute
+    masked as ``Request.__repr__`` masks it (``***``)."""
+    words = [request.command]
+    words += [f"={k}={'***' if 'password' in k.lower() else v}" for k, v in request.attributes.items()]
+    words += list(request.queries)
+    if tag is not None:
+        words.append(f".tag={tag}")
+    return " ".join(words)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
 def _os_error_text(exc: OSError) -> str:
     """The errno text of a failed dial (trio wraps the per-address errors in one OSError)."""
     found: list[str] = []
@@ -119,13 +135,18 @@ class RouterConnection:
         stats = stats if stats is not None else PoolStats()
         where = f"{config.host}:{config.port}"
         with trio.move_on_after(timeout_s) as connect_scope:
+            event(log, "router.dialing", level=logging.DEBUG, router=config.name, host=config.host, port=config.port,
+                  tls=tls is not None)
+            began = trio.current_time()
             try:
                 stream = await dial(config.host, config.port)
             except OSError as exc:
                 raise RouterFailure(Reason.UNREACHABLE, f"cannot connect to {where}: {_os_error_text(exc)}") from None
+            dialled = handshaken = trio.current_time()
             try:
                 if tls is not None:
                     stream = await cls._handshake(stream, tls, config.host, where)
+                    handshaken = trio.current_time()
                 stats.connects += 1
                 connection = cls(config, stream, stats)
                 await connection._login()
@@ -133,6 +154,9 @@ class RouterConnection:
                 await trio.aclose_forcefully(stream)
                 raise
             stats.logins += 1
+            event(log, "router.connect_timing", level=logging.DEBUG, router=config.name, tcp_ms=_ms(dialled - began),
+                  tls_ms=_ms(handshaken - dialled) if tls is not None else None,
+                  login_ms=_ms(trio.current_time() - handshaken))
             event(log, "router.connected", router=config.name, host=config.host, port=config.port, tls=tls is not None)
             return connection
         assert connect_scope.cancelled_caught
@@ -153,6 +177,8 @@ class RouterConnection:
 
     async def _login(self) -> None:
         tag, data = self._session.login(self.config.username, self.config.password)
+        event(log, "router.send", level=logging.DEBUG, router=self.config.name,
+              words=shown_words(login(self.config.username, ""), tag))
         await self._send(data, shield=False)
         await self._await_answer(tag)
         answer = self._session.take(tag)
@@ -177,13 +203,22 @@ class RouterConnection:
         try:
             tag, data = self._session.send(command)
             self._stats.commands += 1
+            sent_at = trio.current_time()
+            if log.isEnabledFor(logging.DEBUG):  # the words are built only for a debug log
+                event(log, "router.send", level=logging.DEBUG, router=self.config.name,
+                      words=shown_words(command.request, tag), in_flight=self.in_flight)
             await self._send(data, shield=True)
             try:
                 await self._await_answer(tag)
             except trio.Cancelled:
                 await self._abandon(tag)
                 raise
-            return self._session.take(tag)
+            answer = self._session.take(tag)
+            event(log, "router.reply", level=logging.DEBUG, router=self.config.name, tag=tag,
+                  command=answer.command, rows=len(answer.rows),
+                  failure=answer.failure.reason.value if answer.failure else None,
+                  elapsed_ms=_ms(trio.current_time() - sent_at))
+            return answer
         finally:
             self.in_flight -= 1
             if self.in_flight == 0:
@@ -336,6 +371,8 @@ class RouterPool:
         # fixed order: the router's own limit first, so a busy router holds no global slot while it waits
         async with slot.limiter, self._total:
             connection, reused = await self._connection(slot)
+            event(log, "router.connection", level=logging.DEBUG, router=router, reused=reused,
+                  in_flight=connection.in_flight)
             answer = await connection.run(command)
             if answer.stale and reused:
                 # the connection had died while idle (router reboot, NAT timeout): reads are

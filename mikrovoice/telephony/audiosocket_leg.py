@@ -65,6 +65,7 @@ class AudioSocketLeg:
         self._held_bytes = 0
         self._carry = b""  # a trailing odd byte of slin
         self._resamplers: dict[Kind, Resampler] = {}
+        self._frames_in = 0  # debug: caller audio messages received
 
     async def start(self) -> LegStart | None:
         with trio.move_on_after(UUID_TIMEOUT_S):
@@ -120,12 +121,18 @@ class AudioSocketLeg:
                 if digit is None:
                     event(log, "call.dtmf_unknown", level=logging.WARNING, digit=repr(message.digit))
                     continue
+                # never the digit itself: it may be part of a PIN
+                event(log, "call.leg_dtmf", level=logging.DEBUG, transport=self.transport)
                 return Digit(digit)
             if isinstance(message, ErrorMessage):
                 event(log, "call.asterisk_error", level=logging.WARNING, code=message.code.hex())
                 continue
             if isinstance(message, CallId):
                 continue  # the codec refuses a second UUID; not reached
+            self._frames_in += 1
+            if self._frames_in == 1:
+                event(log, "call.leg_first_frame", level=logging.DEBUG, transport=self.transport,
+                      kind=f"0x{int(message.kind):02x}", bytes=len(message.payload))
             audio = self._caller_audio(message)
             if audio is not None:
                 return audio
@@ -143,6 +150,9 @@ class AudioSocketLeg:
                 self._held_bytes += len(message.payload)
                 return None
             payload = b"".join([*self._held, message.payload])
+            if verdict is not Verdict.UNDECIDED:  # once: the sniffer's verdict never changes
+                event(log, "call.audiosocket_format", level=logging.DEBUG, verdict=verdict.name.lower(),
+                      reason=self.sniffer.reason or "-", held_ms=len(payload) // 16)
             self._held.clear()
             self._held_bytes = 0
             if verdict in (Verdict.ULAW, Verdict.ALAW):
@@ -192,6 +202,7 @@ class AudioSocketLeg:
         return playout.flush()
 
     async def hang_up(self) -> None:
+        event(log, "call.leg_hang_up", level=logging.DEBUG, transport=self.transport)
         await self.stream.send_all(encode(Hangup()))
 
     async def aclose(self) -> None:

@@ -105,6 +105,8 @@ class WebSocketLeg:
         self.xoffs = 0
         self.max_status_queue = 0
         self.status_queue_length: int | None = None
+        self._frames_in = 0  # debug: BINARY messages received since MEDIA_START
+        self._batches_out = 0  # debug: BINARY messages sent
 
     # ------------------------------------------------------------------ inbound
 
@@ -133,6 +135,10 @@ class WebSocketLeg:
     def _started(self, start: cw.MediaStart, *, json: bool) -> LegStart | None:
         self.start_event = start
         self.control = "json" if json else "plain-text"
+        # variable names only: their values may hold the caller's number
+        event(log, "call.websocket_media_start", level=logging.DEBUG, format=start.format, control=self.control,
+              optimal_frame_size=start.optimal_frame_size, ptime=start.ptime,
+              variables=",".join(sorted(start.channel_variables)) or "-", early_frames=len(self._early))
         if start.format not in SUPPORTED_FORMATS:
             event(log, "call.websocket_format", level=logging.ERROR, format=start.format,
                   error="use Dial(WebSocket/<connection>/c(slin)) (or c(ulaw), c(alaw), c(slin16))")
@@ -181,6 +187,9 @@ class WebSocketLeg:
                 code = reason.code if reason is not None else None
                 return LegEnded(f"caller hung up (WebSocket closed, code {code})")
             if isinstance(message, bytes):
+                self._frames_in += 1
+                if self._frames_in == 1:
+                    event(log, "call.leg_first_frame", level=logging.DEBUG, transport=self.transport, bytes=len(message))
                 audio = self._caller_audio(message)
                 if audio is not None:
                     return audio
@@ -200,6 +209,8 @@ class WebSocketLeg:
             if digit is None:
                 event(log, "call.dtmf_unknown", level=logging.WARNING, digit=repr(parsed.digit))
                 return None
+            # never the digit itself: it may be part of a PIN
+            event(log, "call.leg_dtmf", level=logging.DEBUG, transport=self.transport)
             return Digit(digit)
         if isinstance(parsed, cw.MediaMarkProcessed):
             self._mark_processed(parsed.correlation_id)
@@ -208,12 +219,15 @@ class WebSocketLeg:
             self.xoffs += 1
             event(log, "call.websocket_xoff", in_flight=self._in_flight)
         elif isinstance(parsed, cw.MediaXon):
+            event(log, "call.websocket_xon", level=logging.DEBUG, in_flight=self._in_flight)
             self._xoff = False
             self._xon.set()
             self._xon = trio.Event()
         elif isinstance(parsed, cw.Status):
             self.status_queue_length = parsed.queue_length
             self.max_status_queue = max(self.max_status_queue, parsed.queue_length)
+            event(log, "call.websocket_status", level=logging.DEBUG, queue_length=parsed.queue_length,
+                  expected=self._in_flight)
             if parsed.queue_length > self._in_flight + BATCH_FRAMES:
                 event(log, "call.websocket_queue", level=logging.WARNING, asterisk=parsed.queue_length,
                       expected=self._in_flight)
@@ -305,6 +319,9 @@ class WebSocketLeg:
         due = trio.current_time() + (self._in_flight + len(frames)) * 0.02  # behind what is queued
         self._batches.append(_Batch(mark, items, due))
         self._in_flight += len(frames)
+        self._batches_out += 1
+        if self._batches_out == 1:
+            event(log, "call.websocket_first_batch", level=logging.DEBUG, frames=len(frames), mark=mark)
         # Taken from the playout is as good as said: a cancel (the call's end right after a goodbye's
         # last frame was taken) must not lose it. Bounded: a stuck peer cannot hold the call.
         with trio.CancelScope(shield=True), trio.move_on_after(DRAIN_S):
@@ -329,6 +346,7 @@ class WebSocketLeg:
         self._batches.clear()
         self._in_flight = 0
         if flushed:
+            event(log, "call.websocket_flush", level=logging.DEBUG, frames=flushed, cut=len(cut))
             self.flushes += 1
             self._urgent_send.send_nowait(cw.encode_command(cw.FlushMedia(), self.control))
         return [Truncation(item, min(self._heard_ms.get(item, 0), playout.item_ms(item))) for item in cut]
@@ -348,6 +366,7 @@ class WebSocketLeg:
                     message = await self.ws.get_message()
                     if isinstance(message, str):
                         self._on_text(message)
+            event(log, "call.leg_hang_up", level=logging.DEBUG, transport=self.transport, unplayed_frames=self._in_flight)
             await self._command(cw.Hangup())
             with trio.move_on_after(CLOSE_S):
                 while True:
