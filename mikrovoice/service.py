@@ -2,7 +2,10 @@
 one CallSession per call, whichever transport carries it (``telephony.leg``).
 
 A connection's failure is that call's failure: every exception a call raises is logged with
-its call id and the listener goes on. ``start_simulated_peers`` brings up the simulated model
+its call id and the listener goes on. The service admits at most ``max_calls`` calls at once (one
+more hears the busy prompt), shares one ``Gatekeeper`` (caller authorisation and its lockouts)
+among its calls, and stops gracefully (``drain``): it stops accepting, lets the calls finish
+for ``shutdown_grace_s``, then has each say goodbye and end. ``start_simulated_peers`` brings up the simulated model
 and router fleet in-process (``serve --simulate`` and the demo) and returns the Settings that
 point at them.
 """
@@ -10,19 +13,23 @@ point at them.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import trio
 from trio_websocket import ConnectionClosed, wrap_server_stream
 from wsproto.utilities import ProtocolError
 
+from mikrovoice.call.auth import Gatekeeper
 from mikrovoice.call.prompts import Prompts
 from mikrovoice.call.session import CallRecord, CallSession
 from mikrovoice.config import Settings
 from mikrovoice.logs import event
-from mikrovoice.net import Dialer, open_tcp
+from mikrovoice.net import Dialer, StartupError, open_tcp
+from mikrovoice.ops import Health
 from mikrovoice.routeros.fanout import Fleet
 from mikrovoice.sim.realtime import SimModelConfig, serve_model
 from mikrovoice.sim.routeros import FleetProfile, make_fleet, serve_fleet
@@ -53,6 +60,27 @@ class CallService:
         self.dial = dial
         self.prompts = prompts or Prompts.load(settings)
         self.tools = NocTools(Fleet(settings, dial))
+        self.gatekeeper = Gatekeeper(settings.auth)
+        self.sessions: set[CallSession] = set()  # the calls in progress (admitted or not yet)
+        self.draining = False
+        self._idle = trio.Event()  # set whenever no call is in progress
+        self._idle.set()
+        #: Where calls run: set by ``run`` (``serve``); the listeners hand each connection over to
+        #: it, so that stopping the listeners does not stop the calls.
+        self.call_nursery: trio.Nursery | None = None
+        self.stop_requested = trio.Event()
+        self.stop_grace_s = settings.shutdown_grace_s
+        self.health = Health(max_calls=settings.max_calls)  # what /healthz reports
+
+    def request_stop(self, grace_s: float | None = None) -> None:
+        """Ask ``run_service`` to stop gracefully (SIGTERM: the configured grace; Ctrl-C: none)."""
+        if grace_s is not None:
+            self.stop_grace_s = min(self.stop_grace_s, grace_s)
+        self.stop_requested.set()
+
+    @property
+    def active_calls(self) -> int:
+        return len(self.sessions)
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         """One AudioSocket connection, from its first byte to its end. Never raises (but Cancelled)."""
@@ -79,33 +107,65 @@ class CallService:
 
     async def handle_leg(self, leg: CallerLeg) -> None:
         """One call on any transport, to its end. Never raises (but Cancelled)."""
-        session = CallSession(self.settings, self.tools, leg, self.dial, self.prompts)
+        busy = self.active_calls >= self.settings.max_calls or self.draining
+        session = CallSession(self.settings, self.tools, leg, self.dial, self.prompts, self.gatekeeper, busy=busy)
         self.stats.calls.append(session.record)
+        self.sessions.add(session)
+        self.health.active_calls = self.active_calls
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
         try:
             await session.run()
         except Exception:  # one call's bug must not take the listener down
             log.exception("call.crashed")  # the call id is still in this task's context
+        finally:
+            self.sessions.discard(session)
+            self.health.active_calls = self.active_calls
+            if not self.sessions:
+                self._idle.set()
+
+    async def drain(self, grace_s: float, goodbye_s: float = 15.0) -> None:
+        """Stop gracefully (the listeners are already closed): the calls in progress may go on for
+        ``grace_s``; then each hears the shutdown prompt and ends (within ``goodbye_s``)."""
+        self.draining = self.health.draining = True
+        event(log, "service.draining", calls=self.active_calls, grace_s=grace_s)
+        with trio.move_on_after(grace_s):
+            await self._idle.wait()
+        if self.sessions:
+            event(log, "service.ending_calls", level=logging.WARNING, calls=self.active_calls)
+            for session in list(self.sessions):
+                session.shutdown()
+            with trio.move_on_after(goodbye_s):
+                await self._idle.wait()
+        event(log, "service.stopped", calls_left=self.active_calls)
 
 
 async def _listen(
     where: tuple[str, int], handle: Callable[[trio.abc.Stream], Awaitable[None]],
-    task_status: trio.TaskStatus[int], name: str, tidy: Callable[[], Awaitable[None]], **fields: Any,
+    task_status: trio.TaskStatus[int], name: str, tidy: Callable[[], Awaitable[None]],
+    calls: trio.Nursery | None = None, **fields: Any,
 ) -> None:
     """Serve ``handle`` on TCP at ``where`` (TCP_NODELAY on each connection); ``started()`` gets the bound port.
-    ``tidy`` runs beside the listener (the router pool's: idle connections close on time, calls or not)."""
+    ``tidy`` runs beside the listener (the router pool's: idle connections close on time, calls or not).
+    Connections run in ``calls`` when given (the service's: closing the listener leaves them be)."""
 
     async def handler(stream: trio.SocketStream) -> None:
         set_nodelay(stream)
         await handle(stream)
 
     host, port = where
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:  # in use, not ours, or a name that does not resolve
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, socket.gaierror):
+            reason = f"cannot resolve {host!r} ({reason})"
+        raise StartupError(f"cannot listen on {host}:{port} ({name}): {reason}") from None
     bound = listeners[0].socket.getsockname()[1]
     event(log, name, host=host, port=bound, **fields)
     task_status.started(bound)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(tidy)
-        await trio.serve_listeners(handler, listeners)
+        await trio.serve_listeners(handler, listeners, handler_nursery=calls)
 
 
 async def serve_calls(
@@ -119,7 +179,8 @@ async def serve_calls(
     """Listen for Asterisk's AudioSocket; ``started()`` hands back the bound port."""
     service = service or CallService(settings, stats, dial)
     await _listen(settings.listen, service.handle, task_status, "service.listening", service.tools.fleet.pool.tidy,
-                  routers=len(settings.routers),
+                  service.call_nursery, routers=len(settings.routers), max_calls=settings.max_calls,
+                  auth=settings.auth.require,
                   endpoint=settings.realtime_url.split("?", 1)[0], model=settings.model)
 
 
@@ -136,7 +197,35 @@ async def serve_websocket_calls(
         raise ValueError("no [websocket] listen address configured")
     service = service or CallService(settings, stats, dial)
     await _listen(settings.websocket_listen, service.handle_websocket, task_status, "service.listening_websocket",
-                  service.tools.fleet.pool.tidy, subprotocol="media")
+                  service.tools.fleet.pool.tidy, service.call_nursery, subprotocol="media")
+
+
+@dataclass(frozen=True)
+class Ports:
+    audiosocket: int
+    websocket: int | None = None
+
+
+async def run_service(
+    settings: Settings, service: CallService, *, task_status: trio.TaskStatus[Ports] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The whole service until ``service.request_stop()``, then a graceful stop: the listeners close at once
+    (Asterisk's next call goes to another instance, or fails over in the dialplan), the calls in
+    progress go on for the grace period, then hear the shutdown prompt and end."""
+    async with trio.open_nursery() as calls:
+        service.call_nursery = calls
+        async with trio.open_nursery() as listening:
+            audiosocket = await listening.start(partial(serve_calls, settings, service=service))
+            websocket = None
+            if settings.websocket_listen is not None:
+                websocket = await listening.start(partial(serve_websocket_calls, settings, service=service))
+            service.health.listening = True
+            task_status.started(Ports(audiosocket, websocket))
+            await service.stop_requested.wait()
+            listening.cancel_scope.cancel()
+            service.health.listening = False
+        await service.drain(service.stop_grace_s)
+        calls.cancel_scope.cancel()
 
 
 async def start_simulated_peers(

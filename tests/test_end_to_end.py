@@ -18,7 +18,7 @@ from mikrovoice.service import ServiceStats, serve_calls, start_simulated_peers
 from mikrovoice.sim.asterisk import AsteriskCaller, CallerScript, Question
 from mikrovoice.telephony.audiosocket import Audio, encode
 
-SEED_STATES = ["greeting", "listening", "announcing", "querying", "reporting", "listening",
+SEED_STATES = ["authorising", "greeting", "listening", "announcing", "querying", "reporting", "listening",
                "announcing", "querying", "reporting", "listening", "ended"]
 
 
@@ -57,7 +57,7 @@ async def test_the_query_deadline_reports_what_arrived(autojump_clock: trio.test
 async def test_an_unknown_router_is_explained_to_the_caller(autojump_clock: trio.testing.MockClock) -> None:
     question = Question("Dame los dispositivos activos del router 999 punto 9", r"no conozco el router", 60)
     summary = await run_demo(questions=[question])
-    assert summary["answered"] == 1 and summary["states"][:3] == ["greeting", "listening", "ended"]
+    assert summary["answered"] == 1 and summary["states"][:4] == ["authorising", "greeting", "listening", "ended"]
 
 
 async def test_hangup_during_the_query_cancels_it_at_once(autojump_clock: trio.testing.MockClock) -> None:

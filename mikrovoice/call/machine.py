@@ -6,7 +6,11 @@ they observe into events (``machine.handle("tool_called", call=...)``); the char
 and appends ``Command`` objects to ``machine.outbox``; the session drains the outbox and carries
 the commands out.
 
-Shape. While the call is live, two regions run in parallel inside ``call``:
+Shape. A call starts in ``authorising``: the caller's number and PIN are checked
+(``call.auth``) before any model session exists, so an unauthorised caller costs nothing and
+tells the model nothing. Admitted, the call enters ``call``; turned away (wrong PIN too often,
+a number not allowed or locked out, or the service at its call limit), it goes to ``refusing``
+(a recorded refusal) and ends. While the call is live, two regions run in parallel inside ``call``:
 
 - ``conversation``: greeting, listening, announcing (the model said it will look), querying,
   reporting. It is written in terms of a voice model that speaks, calls tools and finishes
@@ -34,6 +38,9 @@ from typing import Any
 
 from statemachine import State, StateChart
 
+from mikrovoice.call.auth import Gatekeeper
+from mikrovoice.config import AuthSettings, Operator
+
 
 class CallMachineError(Exception):
     """An event arrived that the call cannot be in a position to receive: a bug, never input."""
@@ -56,6 +63,36 @@ class ToolResult:
 
 
 # Commands: what the machine asks its session to do.
+@dataclass(frozen=True)
+class AskPin:
+    """Play the PIN request (``again``: after a wrong or missing PIN, ``why`` says which) and
+    collect digits."""
+
+    again: bool = False
+    why: str = ""  # "wrong_pin" or "timeout" when again
+
+
+@dataclass(frozen=True)
+class Admit:
+    """The caller may use the assistant (``operator``: who, and their tools; None: open line)."""
+
+    operator: Operator | None
+    by: str  # "open", "caller_id" or "pin"
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """Turn the caller away: play ``prompt`` ("auth_refused" or "busy"), then ``refusal_done``."""
+
+    reason: str  # "busy", "not_allowed", "locked_out", "out_of_attempts"
+    prompt: str
+
+
+@dataclass(frozen=True)
+class Connect:
+    """Open the first model session (the call was admitted)."""
+
+
 @dataclass(frozen=True)
 class Greet:
     pass
@@ -141,6 +178,7 @@ class SayFarewell:
     """The model is gone: stop the query, play the recorded apology, then hang up."""
 
     reason: str
+    prompt: str = "model_unavailable"  # or "shutdown": the service is stopping
 
 
 @dataclass(frozen=True)
@@ -168,13 +206,18 @@ class EndCall:
 
 
 Command = (
-    Greet | StartQuery | RefuseToolCall | SpeakPreamble | SpeakProgress | PlayHold | DeliverResult | AskReport
+    AskPin | Admit | Refuse | Connect | Greet | StartQuery | RefuseToolCall | SpeakPreamble | SpeakProgress | PlayHold | DeliverResult | AskReport
     | CancelQuery | SayReconnected | AnswerTurn
     | Reconnect | Recycle | SayFarewell | EndCall | BargeIn | RepeatAnswer | SayHumanContact
 )
 
 #: Every event the call's tasks can raise.
 EVENTS = (
+    "start",  # the leg started a call: caller_id (None: not told), now, busy (the service is at max_calls)
+    "pin_entered",  # the caller completed a PIN (pin, now)
+    "pin_timeout",  # no PIN within the digit timeout (now)
+    "refusal_done",  # the refusal (or busy) prompt has been played
+    "shutdown",  # the service is stopping and the call outlived the grace period
     "link_up",  # a model session is configured (session.updated checked): first, after a reconnect or a recycle;
     # audio_lost=True: the caller's audio of the gap could not all be replayed to it;
     # turn_unanswered=True: the caller's last turn is in the replay as text, with no answer
@@ -265,8 +308,21 @@ class CallMachine(StateChart):  # type: ignore[type-arg]  # the model is the cha
             )
             recycle_due = up.to(recycling, cond="quiet_moment")
 
+    authorising = State("authorising", initial=True)
+    refusing = State("refusing")
     farewell = State("farewell")
     ended = State("ended", final=True)
+
+    # Admission: the service's limit first, then the [auth] policy; a PIN may take a few tries.
+    start = (authorising.to(refusing, cond="turned_away", on="refuse")
+             | authorising.to(call, cond="admitted", on="admit")
+             | authorising.to(None, on="ask_pin"))
+    pin_entered = (authorising.to(call, cond="pin_accepted", on="admit_by_pin")
+                   | authorising.to(None, cond="attempts_left", on="ask_pin_again")
+                   | authorising.to(refusing, on="refuse_after_attempts"))
+    pin_timeout = (authorising.to(None, cond="attempts_left", on="ask_pin_again")
+                   | authorising.to(refusing, on="refuse_after_attempts"))
+    refusal_done = refusing.to(ended)
 
     # Out of reconnect attempts: the apology. From anywhere in the live call, one edge each.
     # The caller's side, in every conversation state: speech long enough cuts the assistant (not
@@ -277,15 +333,20 @@ class CallMachine(StateChart):  # type: ignore[type-arg]  # the model is the cha
 
     link_down = call.to(farewell, unless="may_reconnect")
     link_failed = call.to(farewell)
+    shutdown = call.to(farewell) | authorising.to(farewell)
     farewell_done = farewell.to(ended)
-    hangup = call.to(ended) | farewell.to(ended)
-    abort = call.to(ended) | farewell.to(ended)
+    hangup = call.to(ended) | farewell.to(ended) | authorising.to(ended) | refusing.to(ended)
+    abort = call.to(ended) | farewell.to(ended) | authorising.to(ended) | refusing.to(ended)
 
     #: Events that, in an (atomic) state, are expected and change nothing.
     IGNORED: dict[str, frozenset[str]] = {
         # Speech too short to cut the assistant ("ajá", noise), or over the protected greeting;
         # a digit that is neither repeat nor human (logged by the session).
         "call": frozenset({"caller_speech", "dtmf"}),
+        # No model session yet: its clocks have nothing to say (digits go to the PIN pad).
+        "authorising": frozenset({"recycle_due"}),
+        # Leaving: a PIN or its timeout that crossed the refusal, the shutdown.
+        "refusing": frozenset(set(EVENTS) - {"refusal_done", "hangup", "abort"}),
         # The caller spoke before our greeting got its turn: server VAD answered first.
         "greeting": frozenset({"turn_done", "progress_done", "recycle_due"}),
         # The model answered the caller without calling a tool; a progress update or a cancelled
@@ -309,8 +370,13 @@ class CallMachine(StateChart):  # type: ignore[type-arg]  # the model is the cha
 
     def __init__(self, call_id: str = "-", *, max_reconnects: int = 4, backoff_s: float = 0.5,
                  backoff_max_s: float = 4.0, min_speech_ms: int = 500, greeting_protect_ms: int = 2000,
-                 repeat_digit: str = "#", human_digit: str = "0") -> None:
+                 repeat_digit: str = "#", human_digit: str = "0", gatekeeper: Gatekeeper | None = None,
+                 caller_id: str | None = None) -> None:
         self.call_id = call_id
+        self.gatekeeper = gatekeeper or Gatekeeper(AuthSettings())
+        self.caller_id = caller_id
+        self.pin_attempts = 0  # PINs entered (or timed out) in this call
+        self.operator: Operator | None = None
         self.min_speech_ms = min_speech_ms
         self.greeting_protect_ms = greeting_protect_ms
         self.repeat_key = repeat_digit
@@ -337,7 +403,7 @@ class CallMachine(StateChart):  # type: ignore[type-arg]  # the model is the cha
     @property
     def state(self) -> str:
         """The conversation's state while the call is live, else ``farewell`` or ``ended``."""
-        for value in (*CONVERSATION_STATES, "farewell", "ended"):
+        for value in ("authorising", *CONVERSATION_STATES, "refusing", "farewell", "ended"):
             if value in self._active:
                 return value
         raise CallMachineError(f"no conversation state in {sorted(self._active)}")  # pragma: no cover
@@ -376,6 +442,21 @@ class CallMachine(StateChart):  # type: ignore[type-arg]  # the model is the cha
         return commands
 
     # -- guards --------------------------------------------------------------------------------
+
+    def admitted(self, now: float = 0.0) -> bool:
+        admission = self.gatekeeper.admit(self.caller_id, now)
+        return admission.refused is None and not admission.ask_pin
+
+    def turned_away(self, now: float = 0.0, busy: bool = False) -> bool:
+        """The service is at its call limit, or the policy refuses this caller before any PIN."""
+        return busy or self.gatekeeper.admit(self.caller_id, now).refused is not None
+
+    def pin_accepted(self, pin: str = "") -> bool:
+        return self.gatekeeper.check_pin(self.caller_id, pin) is not None
+
+    def attempts_left(self) -> bool:
+        """After this failed PIN, may the caller try again?"""
+        return self.pin_attempts + 1 < self.gatekeeper.settings.attempts
 
     def starts_query(self, call: ToolCall) -> bool:
         return call.problem is None and not call.cancels
@@ -421,8 +502,45 @@ class CallMachine(StateChart):  # type: ignore[type-arg]  # the model is the cha
     def on_enter_state(self, target: State) -> None:
         if target.id in LINK_STATES:
             self.link_trace.append(target.id)
-        elif target.id in (*CONVERSATION_STATES, "farewell", "ended"):
+        elif target.id in ("authorising", *CONVERSATION_STATES, "refusing", "farewell", "ended"):
             self.trace.append(target.id)
+
+    # admission
+
+    def admit(self, now: float = 0.0) -> None:
+        self.operator = self.gatekeeper.admit(self.caller_id, now).operator
+        self.outbox.append(Admit(self.operator, "open" if self.gatekeeper.open else "caller_id"))
+
+    def refuse(self, now: float = 0.0, busy: bool = False) -> None:
+        if busy:
+            self.end_reason = "busy: the service is at its call limit"
+            self.outbox.append(Refuse("busy", "busy"))
+            return
+        reason = self.gatekeeper.admit(self.caller_id, now).refused or "not_allowed"
+        self.end_reason = f"refused: {reason}"
+        self.outbox.append(Refuse(reason, "auth_refused"))
+
+    def ask_pin(self) -> None:
+        self.outbox.append(AskPin())
+
+    def admit_by_pin(self, pin: str = "") -> None:
+        self.pin_attempts += 1
+        self.operator = self.gatekeeper.check_pin(self.caller_id, pin)
+        self.gatekeeper.succeeded(self.caller_id)
+        self.outbox.append(Admit(self.operator, "pin"))
+
+    def ask_pin_again(self, event: str) -> None:
+        self.pin_attempts += 1
+        self.outbox.append(AskPin(again=True, why="timeout" if event == "pin_timeout" else "wrong_pin"))
+
+    def refuse_after_attempts(self, now: float = 0.0) -> None:
+        self.pin_attempts += 1
+        self.gatekeeper.failed(self.caller_id, now)
+        self.end_reason = f"refused: no valid PIN in {self.pin_attempts} attempt(s)"
+        self.outbox.append(Refuse("out_of_attempts", "auth_refused"))
+
+    def on_enter_connecting(self) -> None:
+        self.outbox.append(Connect())
 
     def greet(self) -> None:
         self.outbox.append(Greet())
@@ -524,11 +642,15 @@ class CallMachine(StateChart):  # type: ignore[type-arg]  # the model is the cha
     def on_enter_farewell(self, event: str, reason: str = "") -> None:
         if event == "link_down":
             reason = f"model unreachable after {self.reconnects} reconnect attempt(s): {reason or 'link lost'}"
+        if event == "shutdown":
+            self.end_reason = "shutdown: the service is stopping"
+            self.outbox.append(SayFarewell(self.end_reason, prompt="shutdown"))
+            return
         self.end_reason = reason or "model link lost"
         self.outbox.append(SayFarewell(self.end_reason))
 
     def on_enter_ended(self, event: str, reason: str = "") -> None:
-        if event != "farewell_done":
+        if event not in ("farewell_done", "refusal_done"):
             self.end_reason = reason or event
         assert self.end_reason is not None
         self.outbox.append(EndCall(self.end_reason, by_caller=event == "hangup"))

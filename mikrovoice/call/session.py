@@ -1,6 +1,9 @@
 """CallSession: one phone call, driven by Trio tasks in one nursery, decided by CallMachine.
 
 Tasks of a call (all in the call's nursery; when the call ends, all of them have ended):
+- admission (``authorising``): the caller's digits go to a ``PinPad`` (``call.auth``) and
+  ``_pin_timer`` raises ``pin_timeout``; the prompts are recordings, and no model session exists
+  until the machine says ``Connect``;
 - ``leg.play``: the playout's audio to Asterisk at the transport's pace (``telephony.leg``:
   AudioSocket or chan_websocket; the call does not know which), comfort audio in the silences;
 - ``_run_link`` (one per model session): ``RealtimeLink.run``; its end is ``link_down`` (worth a
@@ -32,27 +35,32 @@ import itertools
 import json
 import logging
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
 from trio_websocket import ConnectionClosed
 
+from mikrovoice.call.auth import Gatekeeper, PinPad, allows
 from mikrovoice.call.comfort import ComfortAudio
 from mikrovoice.call.machine import (
+    Admit,
     AnswerTurn,
+    AskPin,
     AskReport,
     BargeIn,
     CallMachine,
     CallMachineError,
     CancelQuery,
     Command,
+    Connect,
     DeliverResult,
     EndCall,
     Greet,
     PlayHold,
     Reconnect,
     Recycle,
+    Refuse,
     RefuseToolCall,
     RepeatAnswer,
     SayFarewell,
@@ -66,7 +74,7 @@ from mikrovoice.call.machine import (
 )
 from mikrovoice.call.progress import ProgressPolicy, QuietClock
 from mikrovoice.call.prompts import Prompts
-from mikrovoice.config import Settings
+from mikrovoice.config import Operator, Settings
 from mikrovoice.logs import call_id as call_id_var
 from mikrovoice.logs import event
 from mikrovoice.net import Dialer, open_tcp
@@ -79,7 +87,7 @@ from mikrovoice.telephony import g711
 from mikrovoice.telephony.inbound import ModelFeed
 from mikrovoice.telephony.leg import CallerAudio, CallerLeg, Digit, LegEnded
 from mikrovoice.telephony.server import Playout
-from mikrovoice.tools import NocTools
+from mikrovoice.tools import CANCEL_QUERY, NocTools
 
 log = logging.getLogger("mikrovoice.call")
 
@@ -169,6 +177,11 @@ class CallRecord:
     digits: list[tuple[float, str]] = field(default_factory=list)  # DTMF the caller pressed: when, which
     repeats: int = 0  # answers played again for the repeat digit
     human_contacts: int = 0  # times the caller was told how to reach a human
+    operator: str | None = None  # who the caller proved to be ([auth]); None: an open line or not admitted
+    pin_attempts: int = 0
+    dead_air_max_s: float = 0.0  # the longest silence the caller heard while waiting for us
+    late_frames: int = 0  # playout frames sent late (the event loop was slow)
+    outcome: str = ""  # completed, caller_hung_up, model_unavailable, auth_refused, busy, shutdown, error
     end_reason: str | None = None
     ended: bool = False
     ended_at: float = 0.0
@@ -178,9 +191,16 @@ class CallRecord:
 class CallSession:
     def __init__(
         self, settings: Settings, tools: NocTools, leg: CallerLeg, dial: Dialer = open_tcp,
-        prompts: Prompts | None = None,
+        prompts: Prompts | None = None, gatekeeper: Gatekeeper | None = None, busy: bool = False,
     ) -> None:
         self.settings = settings
+        self.gatekeeper = gatekeeper or Gatekeeper(settings.auth)
+        self.busy = busy  # the service is at max_calls: this call is told so and ended
+        self.operator: Operator | None = None
+        self.pinpad = PinPad(settings.auth.pin_length)
+        self._pin_deadline: float | None = None
+        self._pin_scope: trio.CancelScope | None = None
+        self._pin_wait: trio.CancelScope | None = None  # the digit timeout, once the prompt has played
         self.tools = tools
         self.dial = dial
         self.prompts = prompts or Prompts.load(settings)
@@ -256,7 +276,7 @@ class CallSession:
             self.record.call_id, max_reconnects=settings.reconnect_attempts, backoff_s=settings.reconnect_backoff_s,
             backoff_max_s=settings.reconnect_backoff_max_s, min_speech_ms=settings.min_speech_ms,
             greeting_protect_ms=settings.greeting_protect_ms, repeat_digit=settings.dtmf_repeat,
-            human_digit=settings.dtmf_human,
+            human_digit=settings.dtmf_human, gatekeeper=self.gatekeeper, caller_id=start.caller_id,
         )
         self.record.states = self.machine.trace
         self.record.link_states = self.machine.link_trace
@@ -274,7 +294,7 @@ class CallSession:
                 async with trio.open_nursery() as work:
                     self.nursery = work
                     work.start_soon(self._play)
-                    self._open_link(resume=False)
+                    self.handle("start", now=trio.current_time(), busy=self.busy)  # admission, then Connect
                     work.start_soon(self._audio_in)
                     work.start_soon(self._feed_clock)
                     work.start_soon(self._recycle_clock)
@@ -291,13 +311,35 @@ class CallSession:
                     except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed):
                         pass  # the caller's side went first
                 await self.leg.aclose()
-            self.record.progress_updates = self.machine.progress_updates
-            self.record.comfort_frames = self.playout.comfort_frames
+            record = self.record
+            record.progress_updates = self.machine.progress_updates
+            record.comfort_frames = self.playout.comfort_frames
+            record.dead_air_max_s = self.playout.dead_air_max_s
+            record.late_frames = self.playout.late_frames
+            record.pin_attempts = self.machine.pin_attempts
+            record.outcome = self._outcome()
             self._finish()
-            event(log, "call.ended", reason=self.record.end_reason, states=" > ".join(self.machine.trace),
-                  link=" > ".join(self.machine.link_trace), reconnects=self.record.reconnects,
-                  dropped_audio_chunks=self.record.dropped_audio_chunks)
+            event(log, "call.ended", reason=record.end_reason, outcome=record.outcome,
+                  duration_s=round(record.ended_at - record.started_at, 2), states=" > ".join(self.machine.trace),
+                  link=" > ".join(self.machine.link_trace), reconnects=record.reconnects,
+                  dropped_audio_chunks=record.dropped_audio_chunks, dead_air_max_s=record.dead_air_max_s,
+                  late_frames=record.late_frames, operator=record.operator or "-")
         return self.record
+
+    def _outcome(self) -> str:
+        """How the call ended, in one word (the calls_total metric's label)."""
+        reason, trace = self.record.end_reason or "", self.machine.trace
+        if reason.startswith("busy"):
+            return "busy"
+        if "refusing" in trace:
+            return "auth_refused"
+        if reason.startswith("shutdown"):
+            return "shutdown"
+        if "farewell" in trace:
+            return "model_unavailable"
+        if not self._we_hang_up:  # the caller hung up: done, or tired of waiting for us
+            return "completed" if len(trace) > 1 and trace[-2] == "listening" else "caller_hung_up"
+        return "error"
 
     def _finish(self) -> None:
         self.record.ended = True
@@ -309,7 +351,8 @@ class CallSession:
             model=self.settings.model,
             instructions=self.settings.phrases.instructions,
             voice=self.settings.voice,
-            tools=self.tools.specs,
+            tools=tuple(spec for spec in self.tools.specs
+                        if allows(self.operator, spec.name) or spec.name == CANCEL_QUERY.name),
             reasoning_effort=self.settings.reasoning_effort,
         )
 
@@ -457,7 +500,11 @@ class CallSession:
     def _execute(self, commands: list[Command]) -> None:
         phrases = self.settings.phrases
         for command in commands:
-            if isinstance(command, Greet):
+            if isinstance(command, AskPin | Admit | Refuse):
+                self._admission(command)
+            elif isinstance(command, Connect):
+                self._open_link(resume=False)
+            elif isinstance(command, Greet):
                 instructions = phrases.greeting_instructions.format(greeting=phrases.greeting)
                 self._request_response("greeting", instructions, tool_choice="none")
             elif isinstance(command, StartQuery):
@@ -523,7 +570,7 @@ class CallSession:
                 self._retire_link()
                 self._open_link(resume=True)
             elif isinstance(command, SayFarewell):
-                self._say_farewell(command.reason)
+                self._say_farewell(command.reason, command.prompt)
             elif isinstance(command, BargeIn):
                 self._barge_in()
             elif isinstance(command, RepeatAnswer):
@@ -537,6 +584,94 @@ class CallSession:
                 self.record.end_reason = command.reason
                 self._we_hang_up = not command.by_caller
                 self.nursery.cancel_scope.cancel()
+
+    # ------------------------------------------------------------------ admission
+
+    def _admission(self, command: AskPin | Admit | Refuse) -> None:
+        """The recorded prompts of authorisation and the PIN timer; the machine decides."""
+        attempt = self.machine.pin_attempts
+        if isinstance(command, AskPin):
+            if command.again:
+                event(log, "auth.result", result=command.why, attempt=attempt)
+            self.pinpad.clear()
+            self._play_prompt("pin_wrong" if command.again else "pin_request")
+            self._start_pin_timer()
+            return
+        self._stop_pin_timer()
+        if isinstance(command, Admit):
+            self.operator = command.operator
+            self.record.operator = command.operator.name if command.operator else None
+            if command.by != "open":
+                event(log, "auth.result", result="accepted", by=command.by, operator=self.record.operator,
+                      attempt=attempt)
+            self.playout.flush()  # what is left of a PIN prompt
+            return
+        if command.reason == "busy":
+            event(log, "call.busy", level=logging.WARNING, max_calls=self.settings.max_calls)
+        else:
+            result = "locked_out" if command.reason == "locked_out" else "refused"
+            event(log, "auth.result", level=logging.WARNING, result=result, reason=command.reason, attempt=attempt)
+        self._play_prompt(command.prompt)
+        self.nursery.start_soon(self._refusal_played)
+
+    def _play_prompt(self, name: str) -> None:
+        """One of the recordings played without a model, in place of whatever is playing."""
+        self.playout.flush()
+        item = f"prompt:{name}:{len(self.machine.trace)}:{self.machine.pin_attempts}"
+        self.playout.enqueue(item, getattr(self.prompts, name))
+        self.playout.end_item(item)
+        event(log, "call.prompt", prompt=name, text=getattr(self.settings.phrases, name))
+
+    async def _refusal_played(self) -> None:
+        await self.playout.wait_played()
+        self.handle("refusal_done")
+
+    def _start_pin_timer(self) -> None:
+        self._stop_pin_timer()
+        self._pin_deadline = None
+        self._pin_scope = trio.CancelScope()
+        self.nursery.start_soon(self._pin_timer, self._pin_scope)
+
+    def _stop_pin_timer(self) -> None:
+        if self._pin_scope is not None:
+            self._pin_scope.cancel()
+        self._pin_scope = self._pin_wait = None
+
+    async def _pin_timer(self, scope: trio.CancelScope) -> None:
+        """No digit for ``digit_timeout_s`` after the prompt ended, or since the last digit: what was
+        typed is the PIN (none at all: ``pin_timeout``). A digit moves the deadline (``_pin_digit``)."""
+        with scope:
+            await self.playout.wait_played()
+            deadline = self._pin_deadline or trio.current_time() + self.settings.auth.digit_timeout_s
+            with trio.move_on_at(deadline) as self._pin_wait:
+                await trio.sleep_forever()
+            self._pin_scope = self._pin_wait = None
+            pin = self.pinpad.flush()
+            if pin:
+                self.handle("pin_entered", pin=pin, now=trio.current_time())
+            else:
+                self.handle("pin_timeout", now=trio.current_time())
+
+    def _pin_digit(self, digit: str) -> None:
+        """A key pressed while authorising: it cuts the prompt (type-ahead) and goes to the PIN pad."""
+        event(log, "call.dtmf", digit="*", state="authorising")  # never a PIN digit in a log
+        if self.playout.has_speech or self.playout.speaking:
+            self.playout.flush()
+        deadline = trio.current_time() + self.settings.auth.digit_timeout_s
+        if self._pin_wait is not None:
+            self._pin_wait.deadline = deadline
+        else:
+            self._pin_deadline = deadline  # the prompt was still playing
+        pin = self.pinpad.press(digit)
+        if pin:
+            self.handle("pin_entered", pin=pin, now=trio.current_time())
+
+    def shutdown(self) -> None:
+        """The service is stopping: say goodbye (the recorded prompt) and end."""
+        if getattr(self, "machine", None) is not None:
+            self.handle("shutdown")
+
+    # ------------------------------------------------------------------ DTMF
 
     def _repeat_answer(self) -> None:
         """The repeat digit: the last answer again, as the caller heard it the first time (our
@@ -629,7 +764,7 @@ class CallSession:
         self._send_tool_output(command.by.call_id, {"ok": True, "cancelled": command.query.name})
         self._request_response("cancel")
 
-    def _say_farewell(self, reason: str) -> None:
+    def _say_farewell(self, reason: str, prompt: str = "model_unavailable") -> None:
         """The model is gone: stop the query, play the recorded apology; ``farewell_done`` when heard.
 
         What the model already said and we hold is played first: it may be the answer."""
@@ -639,9 +774,12 @@ class CallSession:
         self._retire_link()
         self.gate = self._new_gate()  # nothing more will be asked of the model
         self.playout.comfort_on = False
-        self.playout.enqueue(_FAREWELL_ITEM, self.prompts.model_unavailable)
+        if prompt == "shutdown":
+            self.playout.flush_items(lambda item: item.startswith("prompt:pin"))
+        self.playout.enqueue(_FAREWELL_ITEM, getattr(self.prompts, prompt))
         self.playout.end_item(_FAREWELL_ITEM)
-        event(log, "call.farewell", level=logging.ERROR, reason=reason, prompt=self.settings.phrases.model_unavailable)
+        event(log, "call.farewell", level=logging.WARNING if prompt == "shutdown" else logging.ERROR, reason=reason,
+              prompt=getattr(self.settings.phrases, prompt))
         self.nursery.start_soon(self._farewell_done)
 
     async def _farewell_done(self) -> None:
@@ -698,6 +836,8 @@ class CallSession:
         self._busy_at = trio.current_time()  # something happened: the inactivity clock restarts
         self.quiet.update(self.playout.speaking or self.caller_speaking)
         self.playout.comfort_on = self.machine.wants_comfort and not self.caller_speaking
+        self.playout.waiting = not self.caller_speaking and (
+            self.machine.state in ("greeting", "announcing", "querying", "reporting") or self._turn_awaiting_response)
         self.quiet.poke()
 
     # ------------------------------------------------------------------ tasks
@@ -737,6 +877,8 @@ class CallSession:
                     self._send_caller_audio(chunk)
                 if leg_event.loud_ms:
                     self._check_barge_in()
+            elif isinstance(leg_event, Digit) and self.machine.state == "authorising":
+                self._pin_digit(leg_event.digit)
             elif isinstance(leg_event, Digit):
                 self.record.digits.append((trio.current_time(), leg_event.digit))
                 event(log, "call.dtmf", digit=leg_event.digit, state=self.machine.state)
@@ -931,6 +1073,9 @@ class CallSession:
         self._answered = max(self._answered, self._created_order.get(e.response_id, 0))
         self.conversation.function_called(e.call_id, e.name, e.arguments)
         call = self.tools.parse_call(e.call_id, e.name, e.arguments)
+        if call.problem is None and not call.cancels and not allows(self.operator, call.name):
+            call = replace(call, problem=f"{self.record.operator or 'este usuario'} no tiene permiso para "
+                                         f"usar {call.name}; no lo intentes de nuevo")
         self.record.tool_calls.append(ToolCallRecord(e.call_id, e.name, e.arguments, trio.current_time(),
                                                      call.problem or ""))
         event(log, "tool.called", tool=e.name, call=e.call_id, arguments=e.arguments, problem=call.problem or "")

@@ -210,6 +210,11 @@ class CallerScript:
     #: What the assistant says when it lost what we said (a regex); hearing it, we ask again.
     repeat_cue: str | None = None
     line: Line = Line()
+    #: PINs the caller types, one after each prompt it hears before the greeting (the service's
+    #: PIN request, then its "wrong PIN"), each followed by ``#``; () : the line asks for none.
+    pins: tuple[str, ...] = ()
+    #: Seconds between two key presses (a person: 0.2 to 0.5 s).
+    digit_gap_s: float = 0.25
 
     def __post_init__(self) -> None:
         if self.silence not in SILENCE_MODES:
@@ -712,6 +717,9 @@ class AsteriskCaller:
         nursery.cancel_scope.cancel()
 
     async def _conversation(self) -> None:
+        for pin in self.script.pins:  # each prompt heard, then the PIN typed
+            await self._wait_prompt(self.script.greeting_timeout_s)
+            await self.press(pin + "#")
         await self._wait_answer(None, re.compile(r"."), self.script.greeting_timeout_s)  # the greeting
         for index, question in enumerate(self.script.questions):
             await trio.sleep(question.after_s)
@@ -731,6 +739,18 @@ class AsteriskCaller:
                 result.finished_asking_at = trio.current_time()
         await trio.sleep(self.script.hangup_after_s)
 
+    async def _wait_prompt(self, timeout_s: float, quiet_s: float = 0.8) -> None:
+        """Wait for a recording to be played to us whole: sound, then ``quiet_s`` without any.
+        (A recorded prompt is a human-like voice, not the simulators' tone speech: it is heard
+        as sound, not decoded.)"""
+        since = trio.current_time()
+        with trio.move_on_after(timeout_s):
+            while True:
+                await trio.sleep(0.1)
+                sound = self.report.sound
+                if sound and sound[-1][1] > since and sound[-1][1] <= trio.current_time() - quiet_s:
+                    return
+
     async def _interject(self, interjection: Interjection) -> None:
         if not 0 <= interjection.after_question < len(self._asked):
             return
@@ -742,8 +762,15 @@ class AsteriskCaller:
         if isinstance(action, Say):
             self._queue(action.text, action.kind)
         else:
-            self._digits.append(action.digit)
-            self.report.dtmf.append((trio.current_time(), action.digit))
+            await self.press(action.digit)
+
+    async def press(self, keys: str) -> None:
+        """Press these keys, ``digit_gap_s`` apart (each goes out as the line's DTMF message)."""
+        for index, key in enumerate(keys):
+            if index:
+                await trio.sleep(self.script.digit_gap_s)
+            self._digits.append(key)
+            self.report.dtmf.append((trio.current_time(), key))
             self._wake_sender.set()
 
     async def _wait_answer(self, result: QuestionResult | None, expect: re.Pattern[str], timeout_s: float,

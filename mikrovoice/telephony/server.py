@@ -96,6 +96,16 @@ class Playout:
         self._comfort_on = False
         self._comfort_playing = False  # the last frame sent was comfort audio
         self._comfort_tail: deque[bytes] = deque()  # a fade-out still to send
+        #: Dead air: the session sets ``waiting`` while the caller waits for us (not their turn,
+        #: not speaking); silence frames sent meanwhile, in a row, are dead air.
+        self.waiting = False
+        self._dead_air_run = 0
+        self.dead_air_max_frames = 0
+
+    @property
+    def dead_air_max_s(self) -> float:
+        """The longest silence the caller heard while waiting for us (seconds)."""
+        return round(self.dead_air_max_frames * FRAME_SECONDS, 2)
 
     @property
     def comfort(self) -> ComfortSource | None:
@@ -213,6 +223,8 @@ class Playout:
     def take(self) -> Frame:
         """The next 20 ms: queued speech, else comfort audio (or its fade-out), else silence.
         Taking a speech frame counts it as played (``played_ms``): the transport sends it now."""
+        if self._frames or not self.waiting or self.has_sound:
+            self._dead_air_run = 0
         if self._frames:
             item_id, frame = self._frames.popleft()
             self._current_item = item_id
@@ -232,6 +244,9 @@ class Playout:
         if self._comfort_tail:
             self.comfort_frames += 1
             return Frame(self._comfort_tail.popleft(), "comfort")
+        if self.waiting:
+            self._dead_air_run += 1
+            self.dead_air_max_frames = max(self.dead_air_max_frames, self._dead_air_run)
         return _SILENCE
 
     def _next_frame(self) -> bytes:

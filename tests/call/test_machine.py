@@ -9,10 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mikrovoice.call.auth import Gatekeeper
 from mikrovoice.call.machine import (
     CONVERSATION_STATES,
     EVENTS,
     LINK_STATES,
+    Admit,
     AnswerTurn,
     AskReport,
     BargeIn,
@@ -20,6 +22,7 @@ from mikrovoice.call.machine import (
     CallMachineError,
     CancelQuery,
     Command,
+    Connect,
     DeliverResult,
     EndCall,
     Greet,
@@ -37,6 +40,7 @@ from mikrovoice.call.machine import (
     ToolCall,
     ToolResult,
 )
+from mikrovoice.config import AuthSettings, Operator
 
 CALL = ToolCall("call_1", "trafico_sfp", {"routers": ["152.1"]})
 SAME = ToolCall("call_2", "trafico_sfp", {"routers": ["152.1"]})  # the same query, called again
@@ -78,8 +82,15 @@ PATHS: dict[tuple[str, str | None], list[str]] = {
 LIVE = [config for config in PATHS if config[1] is not None]
 
 
+def admitted(m: CallMachine) -> CallMachine:
+    """An open line ([auth] require = "open", the default): ``start`` admits the call at once."""
+    assert m.handle("start", now=0.0) is True
+    assert m.take_commands() == [Admit(None, "open"), Connect()]
+    return m
+
+
 def machine_in(conversation: str, link: str | None, **kwargs: Any) -> CallMachine:
-    m = CallMachine("test", **kwargs)
+    m = admitted(CallMachine("test", **kwargs))
     for event in PATHS[(conversation, link)]:
         assert m.handle(event, **DATA.get(event, {})) is True
     m.take_commands()
@@ -113,6 +124,7 @@ SECOND_RECONNECT = Reconnect(2, 1.0, "drop")
 FAREWELL: Outcome = ("farewell", None, [SayFarewell("refused")])
 HANGUP: Outcome = ("ended", None, [EndCall("caller hung up", by_caller=True)])
 ABORT: Outcome = ("ended", None, [EndCall("bad input", by_caller=False)])
+SHUTDOWN: Outcome = ("farewell", None, [SayFarewell("shutdown: the service is stopping", prompt="shutdown")])
 
 
 def _row(conversation: str, link: str, **outcomes: Outcome) -> dict[str, Outcome]:
@@ -121,7 +133,10 @@ def _row(conversation: str, link: str, **outcomes: Outcome) -> dict[str, Outcome
                                     "abort": ABORT,
                                     # The caller's side: the same in every live configuration.
                                     "caller_speech": (conversation, link, [BargeIn()]),
-                                    "dtmf": (conversation, link, [RepeatAnswer()])}
+                                    "dtmf": (conversation, link, [RepeatAnswer()]),
+                                    # Admission is over; a stopping service says goodbye.
+                                    "start": IMPOSSIBLE, "pin_entered": IMPOSSIBLE, "pin_timeout": IMPOSSIBLE,
+                                    "refusal_done": IMPOSSIBLE, "shutdown": SHUTDOWN}
     row = {**defaults, **outcomes}
     assert set(row) == set(EVENTS) - ({"link_up"} if link == "up" else set()), (conversation, link)
     return row
@@ -310,10 +325,12 @@ def test_recycle_due_changes_nothing_unless_listening_with_the_link_up(conversat
     assert configuration(m) == before and m.take_commands() == []
 
 
-def test_the_machine_starts_in_greeting_and_connecting_and_waits_for_the_link() -> None:
+def test_the_machine_starts_authorising_then_greets_and_connects_once_admitted() -> None:
     m = CallMachine("start")
+    assert configuration(m) == {"authorising"} and m.take_commands() == [] and not m.wants_comfort
+    admitted(m)
     assert configuration(m) == {"call", "conversation", "greeting", "link", "connecting"}
-    assert m.take_commands() == [] and m.trace == ["greeting"] and m.link_trace == ["connecting"]
+    assert m.trace == ["authorising", "greeting"] and m.link_trace == ["connecting"]
     assert m.wants_comfort  # until the model session is up, the caller hears comfort audio
 
 
@@ -340,7 +357,7 @@ def test_the_end_reason_defaults_to_the_event() -> None:
 
 
 def test_the_seed_call_hands_out_the_right_commands() -> None:
-    m = CallMachine("seed")
+    m = admitted(CallMachine("seed"))
     m.handle("link_up")
     assert m.take_commands() == [Greet()]
     m.handle("greeting_done")
@@ -356,7 +373,7 @@ def test_the_seed_call_hands_out_the_right_commands() -> None:
     assert m.take_commands() == [DeliverResult(RESULT)]
     m.handle("report_done")
     assert m.state == "listening" and m.current_call is None and m.result is None and not m.wants_comfort
-    assert m.trace == ["greeting", "listening", "announcing", "querying", "reporting", "listening"]
+    assert m.trace == ["authorising", "greeting", "listening", "announcing", "querying", "reporting", "listening"]
     assert m.link_trace == ["connecting", "up"] and m.take_commands() == []
 
 
@@ -510,7 +527,7 @@ def test_the_count_restarts_once_the_link_is_up_again() -> None:
 
 
 def test_a_first_connection_that_fails_is_retried() -> None:
-    m = CallMachine("t")
+    m = admitted(CallMachine("t"))
     m.handle("link_down", reason="connect refused")
     assert m.link_state == "reconnecting" and m.take_commands() == [Reconnect(1, 0.5, "connect refused")]
     m.handle("link_up")
@@ -551,7 +568,7 @@ def test_a_failed_link_says_farewell_at_once(conversation: str, link: str) -> No
 
 
 def test_the_greeting_is_asked_again_after_a_reconnect() -> None:
-    m = CallMachine("t")
+    m = admitted(CallMachine("t"))
     for event in ("link_up", "link_down", "link_down", "link_up"):
         m.handle(event)
     assert m.take_commands() == [Greet(), Reconnect(1, 0.5, "model link lost"),
@@ -647,6 +664,10 @@ def _data(event: str) -> st.SearchStrategy[dict[str, Any]]:
         return st.one_of(st.just({}), st.fixed_dictionaries({"spoke": st.booleans()}))
     if event in ("link_down", "link_failed", "hangup", "abort"):
         return st.fixed_dictionaries({"reason": reasons})
+    if event == "start":
+        return st.fixed_dictionaries({"now": st.just(0.0), "busy": st.booleans()})
+    if event == "pin_entered":
+        return st.fixed_dictionaries({"pin": st.sampled_from(["", "123456", "654321"])})
     return st.just({})
 
 
@@ -662,12 +683,19 @@ class RaisingCallMachine(CallMachine):
     catch_errors_as_events = False
 
 
+PIN_AUTH = AuthSettings(require="pin", configured=True, attempts=2,
+                        operators=(Operator("Ana", pin="123456"),))
+
+
 @settings(max_examples=250, deadline=None)
 @given(events=EVENT_STREAMS, max_reconnects=st.integers(0, 5),
-       machine_class=st.sampled_from([CallMachine, RaisingCallMachine]))
+       machine_class=st.sampled_from([CallMachine, RaisingCallMachine]),
+       auth=st.sampled_from([AuthSettings(), PIN_AUTH]))
 def test_random_event_streams_keep_the_chart_consistent(
-        events: list[tuple[str, dict[str, Any]]], max_reconnects: int, machine_class: type[CallMachine]) -> None:
-    m = machine_class("prop", max_reconnects=max_reconnects)
+        events: list[tuple[str, dict[str, Any]]], max_reconnects: int, machine_class: type[CallMachine],
+        auth: AuthSettings) -> None:
+    events = [("start", {"now": 0.0}), *events]  # the session always starts a call first
+    m = machine_class("prop", max_reconnects=max_reconnects, gatekeeper=Gatekeeper(auth))
     handed_out: list[Command] = []
     attempts = 0  # the model of the link: reconnect attempts since it was last up
     for event, data in events:
@@ -691,7 +719,7 @@ def test_random_event_streams_keep_the_chart_consistent(
             assert m.trace[-1] == m.state and m.link_trace[-1] == m.link_state
             assert (m.state in ("greeting", "listening")) == (m.current_call is None)
             assert m.state != "reporting" or m.result is not None
-        else:  # farewell or ended: nothing of the call is left
+        else:  # authorising, refusing, farewell or ended: nothing of the call is there
             assert active == {m.state} and m.link_state is None and m.trace[-1] == m.state
         live = state in CONVERSATION_STATES
         if live and event in ("hangup", "abort"):
@@ -723,7 +751,15 @@ def test_random_event_streams_keep_the_chart_consistent(
         assert handed_out[-1] is ends[0] and m.is_terminated  # nothing after the end
     if farewells:  # after the apology only the end
         assert all(isinstance(c, EndCall) for c in handed_out[handed_out.index(farewells[0]) + 1:])
-    assert m.trace[0] == "greeting" and m.trace.count("ended") <= 1 and m.trace.count("farewell") <= 1
+    assert m.trace[0] == "authorising" and m.trace.count("ended") <= 1 and m.trace.count("farewell") <= 1
+    # Admission: one Admit at most, and the model is connected only after it, once.
+    admits = [i for i, c in enumerate(handed_out) if isinstance(c, Admit)]
+    connects = [i for i, c in enumerate(handed_out) if isinstance(c, Connect)]
+    assert len(admits) <= 1 and len(connects) == len(admits) and admits <= connects
+    assert bool(admits) == ("greeting" in m.trace)
+    if auth.require == "pin" and admits:  # admitted only by the right PIN
+        assert handed_out[admits[0]] == Admit(auth.operators[0], "pin") and m.operator == auth.operators[0]
+    assert m.pin_attempts <= auth.attempts
 
 
 def test_back_after_a_gap_longer_than_the_kept_audio_the_caller_is_asked_to_repeat() -> None:

@@ -34,7 +34,8 @@ def test_the_call_is_two_parallel_regions() -> None:
     for state in LINK_STATES:
         assert any(line.startswith(f"{state} ") for line in lines[link:]), state
         assert not any(line.startswith(f"{state} ") for line in lines[conversation:separator]), state
-    assert "[*] --> call" in lines and "ended --> [*]" in lines
+    assert "[*] --> authorising" in lines and "authorising --> call : Start [admitted]" in lines
+    assert "ended --> [*]" in lines
 
 
 def test_transitions_and_their_guards_are_drawn() -> None:

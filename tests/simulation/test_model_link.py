@@ -67,7 +67,7 @@ def test_a_wrong_key_ends_the_call_with_the_apology_and_one_clear_line() -> None
     obs = simulate_call(scenario, SETTINGS)
     assert invariants.check(obs) == {}
     record = obs.record
-    assert record is not None and record.states == ["greeting", "farewell", "ended"]
+    assert record is not None and record.states == ["authorising", "greeting", "farewell", "ended"]
     assert record.reconnects == 0  # a refused key is not cured by trying again
     (lost,) = log_lines(obs, "model.link_lost")
     assert "HTTP 401 invalid_api_key" in str(lost["reason"]) and lost["fatal"] is True
@@ -156,7 +156,7 @@ def test_a_refused_session_update_ends_the_call_cleanly_with_the_reason() -> Non
     obs = simulate_call(scenario, SETTINGS)
     assert invariants.check(obs) == {}
     record = obs.record
-    assert record is not None and record.states == ["greeting", "farewell", "ended"]
+    assert record is not None and record.states == ["authorising", "greeting", "farewell", "ended"]
     assert "refused our session settings" in str(record.end_reason) and "invalid_value" in str(record.end_reason)
     assert heard(obs, invariants.apology_regex(SETTINGS.phrases))
     assert SETTINGS.phrases.greeting not in [h.text for h in obs.caller.heard]  # never spoke unconfigured
