@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -18,39 +19,83 @@ import trio
 
 from mikrovoice import __version__
 from mikrovoice.config import ConfigError, Settings, load, parse_hostport
-from mikrovoice.logs import configure
+from mikrovoice.logs import configure, event
+from mikrovoice.net import StartupError
+
+log = logging.getLogger("mikrovoice.service")
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from mikrovoice.service import CallService, serve_calls, serve_websocket_calls, start_simulated_peers
+    from mikrovoice.logs import add_observer, remove_observer
+    from mikrovoice.ops import Metrics, serve_http
+    from mikrovoice.service import CallService, run_service, start_simulated_peers
 
     if args.simulate:
         settings = load(args.config) if args.config else Settings()
     elif args.config:
         settings = load(args.config)
         if not settings.api_key:
-            raise ConfigError("OPENAI_API_KEY is not set in the environment")
+            raise ConfigError(f"[openai]: no API key: set {settings.api_key_env or 'OPENAI_API_KEY'} "
+                              "(or give api_key_file)")
         if not settings.routers:
             raise ConfigError(f"{args.config} defines no [[router]]")
+        if not settings.auth.configured:
+            raise ConfigError("[auth] is missing: say who may call (require = \"pin\", \"caller_id\", ...; "
+                              "\"open\" lets anyone who reaches the port use the assistant)")
     else:
         raise ConfigError("serve needs --config FILE, or --simulate")
+    for warning in settings.warnings:
+        event(log, "config.warning", level=logging.WARNING, warning=warning)
     if args.listen:
         settings = replace(settings, listen=parse_hostport(args.listen))
     if args.websocket_listen:
         settings = replace(settings, websocket_listen=parse_hostport(args.websocket_listen))
+    interrupted = False
 
     async def main() -> None:
+        nonlocal settings, interrupted
         async with trio.open_nursery() as nursery:
-            nonlocal settings
             if args.simulate:
                 settings = await start_simulated_peers(nursery, settings)
             service = CallService(settings)
-            await nursery.start(partial(serve_calls, settings, service=service))
-            if settings.websocket_listen is not None:
-                await nursery.start(partial(serve_websocket_calls, settings, service=service))
+            metrics = Metrics(tools=[spec.name for spec in service.tools.specs],
+                              routers=[router.name for router in settings.routers])
+            add_observer(metrics.observe)
+            try:
+                if settings.metrics_listen is not None:
+                    host, port = settings.metrics_listen
+                    try:
+                        await nursery.start(serve_http, host, port, metrics, service.health)
+                    except OSError as exc:
+                        raise StartupError(f"cannot listen on {host}:{port} (metrics): {exc.strerror or exc}") from None
+                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    nursery.start_soon(_stop_on_signals, signals, service, nursery.cancel_scope)
+                    await run_service(settings, service)
+            finally:
+                remove_observer(metrics.observe)
+            nursery.cancel_scope.cancel()  # the simulated peers, the signal watcher, /metrics
+
+    async def _stop_on_signals(signals: AsyncIterator[int], service: CallService, scope: trio.CancelScope) -> None:
+        nonlocal interrupted
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if service.stop_requested.is_set():  # a second signal: no more waiting
+                event(log, "service.stop_now", level=logging.WARNING, signal=name)
+                scope.cancel()
+                return
+            interrupted = interrupted or signum == signal.SIGINT
+            grace = 0.0 if signum == signal.SIGINT else None  # Ctrl-C: goodbye now; SIGTERM: the grace
+            event(log, "service.stop_requested", signal=name, grace_s=settings.shutdown_grace_s if grace is None else 0)
+            service.request_stop(grace)
 
     trio.run(main)
-    return 0
+    return 130 if interrupted else 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from mikrovoice.checkconfig import main as check
+
+    return check(args.file, timeout_s=args.timeout)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -213,7 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="mikrovoice", description="Phone voice assistant for MikroTik NOC operators.")
     parser.add_argument("--version", action="version", version=f"mikrovoice {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging: every model event type, router command and leg detail (never a secret)")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="text (default) or json: one JSON object per line, the call id and the event's fields "
+                             "as keys")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the service (AudioSocket listener)")
@@ -222,6 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", help="AudioSocket HOST:PORT (overrides the file)")
     serve.add_argument("--websocket-listen", help="chan_websocket HOST:PORT (overrides the file's [websocket] listen)")
     serve.set_defaults(run=_serve)
+
+    check = sub.add_parser(
+        "check-config", help="validate a configuration, then try each router's login and the model",
+        description="Load FILE with every check `serve` makes (exit 2 and one line naming the key on an error), "
+                    "then try each router's login and the model's WebSocket at once and print a table. "
+                    "Exit 0: all works; 1: something does not answer.")
+    check.add_argument("file", metavar="FILE")
+    check.add_argument("--timeout", type=float, default=5.0, help="seconds per check (default 5)")
+    check.set_defaults(run=_check_config)
 
     demo = sub.add_parser("demo", help="the seed's acceptance call, end to end on the simulators")
     demo.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
@@ -302,15 +360,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _only(exc: BaseException) -> BaseException:
+    """The one exception inside (nested) exception groups of one exception each, else ``exc``."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command not in ("demo", "simulate"):
-        configure(logging.DEBUG if args.verbose else logging.INFO)
+    if args.command not in ("demo", "simulate", "check-config"):
+        configure(logging.DEBUG if args.verbose else logging.INFO, fmt=args.log_format)
     try:
         result: int = args.run(args)
         return result
-    except ConfigError as exc:
-        print(f"mikrovoice: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    except BaseException as raised:  # noqa: B036  # Ctrl-C and start-up failures: one line, no traceback
+        exc = _only(raised)
+        if isinstance(exc, ConfigError):
+            print(f"mikrovoice: configuration error: {exc}", file=sys.stderr)
+            return 2
+        if isinstance(exc, KeyboardInterrupt):
+            return 130
+        if isinstance(exc, StartupError):
+            print(f"mikrovoice: {exc}", file=sys.stderr)
+            return 1
+        raise

@@ -16,3 +16,8 @@ Dialer = Callable[[str, int], Awaitable[trio.abc.Stream]]
 
 async def open_tcp(host: str, port: int) -> trio.abc.Stream:
     return await trio.open_tcp_stream(host, port)
+
+
+class StartupError(Exception):
+    """The service cannot start: a listen address in use, not ours, or a name that does not
+    resolve. ``mikrovoice`` prints it as one line and exits 1 (no traceback)."""
