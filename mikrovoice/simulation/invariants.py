@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mikrovoice.call.auth import same_number
 from mikrovoice.call.session import QueryRecord
 from mikrovoice.routeros.commands import MAX_PING_COUNT, RULES, CommandNotAllowed, check_allowed
 from mikrovoice.routeros.errors import Reason
@@ -255,6 +256,8 @@ def answered_or_told(obs: CallObservation) -> list[str]:
     hung up first, the explanation must have come before it did. The apology for a lost model
     explains every question still open: one the caller asked while it was playing, too.
     """
+    if _admitted_at(obs) is None:
+        return []  # a caller never admitted is told so (``authorisation``), and asks nothing of the tools
     problems = []
     report = obs.caller
     asks = obs.scenario.asks
@@ -919,7 +922,8 @@ def digits_answered(obs: CallObservation) -> list[str]:
     """The human digit makes the assistant say how to reach a person; the repeat digit plays the
     last answer again (when there was one), if the caller stays DIGIT_EFFECT_S after pressing and
     the model is up. Other digits change nothing."""
-    if obs.record is None or obs.scenario.model != ModelFaults():
+    admitted_at = _admitted_at(obs)
+    if obs.record is None or obs.scenario.model != ModelFaults() or admitted_at is None:
         return []
     settings = obs.settings
     end = obs.record.ended_at
@@ -927,7 +931,7 @@ def digits_answered(obs: CallObservation) -> list[str]:
     problems = []
     for pressed_at, raw in obs.caller.dtmf:
         digit = raw.upper() if raw in "abcd" else raw
-        if pressed_at + DIGIT_EFFECT_S > end:
+        if pressed_at + DIGIT_EFFECT_S > end or pressed_at < admitted_at:  # a PIN's keys are not commands
             continue
         later = [h for h in obs.caller.heard if pressed_at <= h.start]
         if digit == settings.dtmf_human and not any(human in h.text for h in later):
@@ -952,6 +956,85 @@ def flow_control(obs: CallObservation) -> list[str]:
     if obs.caller.max_queue_frames >= 900:
         problems.append(f"Asterisk's queue reached {obs.caller.max_queue_frames} frames (MEDIA_XOFF at 900)")
     problems += [f"Asterisk ignored a command: {reason}" for reason in obs.caller.ignored_commands]
+    return problems
+
+
+def _admitted_at(obs: CallObservation) -> float | None:
+    """When the call left ``authorising`` for the conversation (None: it never did)."""
+    if obs.record is None:
+        return None
+    return next((at for at, state in obs.record.state_times if state == "greeting"), None)
+
+
+@dataclass(frozen=True)
+class Admission:
+    admitted: bool
+    operator: str | None = None
+    why: str = ""
+
+
+def expected_admission(obs: CallObservation) -> Admission:
+    """The [auth] policy, written again from the configuration and what the caller did (not by
+    asking ``call.auth``): whether the caller must be admitted, and as whom."""
+    auth, scenario = obs.settings.auth, obs.scenario
+    line = scenario.line
+    number = line.caller_id if line.transport == "websocket" and line.control == "json" else None
+    if auth.require == "open":
+        return Admission(True, None, "an open line")
+    known = next((op for op in auth.operators if any(same_number(number, n) for n in op.numbers)), None)
+    whose = f"number {number or '(not told)'} is " + (f"{known.name}'s" if known else "nobody's")
+    if auth.require == "caller_id" or (auth.require == "caller_id_or_pin" and known is not None):
+        return Admission(known is not None, known.name if known else None, whose)
+    if auth.require == "caller_id_and_pin" and known is None:
+        return Admission(False, None, whose)
+    for index, pin in enumerate(scenario.pins[: auth.attempts]):
+        owner = next((op for op in auth.operators if op.pin and op.pin == pin), None)
+        if owner is not None and (auth.require != "caller_id_and_pin" or owner == known):
+            return Admission(True, owner.name, f"PIN {index + 1} is {owner.name}'s")
+    return Admission(False, None, f"no valid PIN in {auth.attempts} attempt(s)")
+
+
+def authorisation(obs: CallObservation) -> list[str]:
+    """Only a caller the [auth] policy admits reaches the model and the routers, with only their
+    operator's tools; any other caller hears the refusal and is hung up, having cost no model
+    session; no PIN is ever written to a log."""
+    record = obs.record
+    if record is None or not record.states:
+        return []
+    problems = []
+    admitted_at = _admitted_at(obs)
+    refused = "refusing" in record.states
+    expected = expected_admission(obs)
+    decided = admitted_at is not None or refused
+    if decided and expected.admitted != (admitted_at is not None):
+        problems.append(f"the caller was {'admitted' if admitted_at is not None else 'refused'}, but the policy "
+                        f"({obs.settings.auth.require}) says {'admit' if expected.admitted else 'refuse'}: {expected.why}")
+    if admitted_at is not None and expected.admitted and record.operator != expected.operator:
+        problems.append(f"admitted as {record.operator!r}, but {expected.why}")
+    first_session = min((s.started_at for s in obs.ledger.sessions), default=None)
+    if first_session is not None and (admitted_at is None or first_session < admitted_at - FRAME_SLACK_S):
+        problems.append(f"a model session was opened {_at(obs, first_session)}, before the caller was admitted")
+    if admitted_at is None:
+        asked = [name for name, router in obs.routers.items() if any(w and w[0] != "/login" for _, w in router.journal)]
+        if asked:
+            problems.append(f"routers {', '.join(asked[:3])} were asked something for a caller never admitted")
+        if refused and obs.caller.hung_up_at is None:
+            refusal = obs.settings.phrases.auth_refused[:30]
+            if record.end_reason and not record.end_reason.startswith("busy") and not any(
+                    refusal in h.text for h in obs.caller.heard):
+                problems.append("the caller was refused without hearing the refusal")
+            if obs.caller.server_hung_up_at is None:
+                problems.append("the caller was refused but the service did not hang up")
+    operator = next((op for op in obs.settings.auth.operators if op.name == record.operator), None)
+    if operator is not None and "*" not in operator.tools:
+        for query in record.queries:
+            if query.tool not in operator.tools:
+                problems.append(f"{operator.name} may not use {query.tool}, and it ran")
+    secrets = [op.pin for op in obs.settings.auth.operators if op.pin]
+    for line in obs.logs:
+        if any(pin in line.message for pin in secrets):
+            problems.append(f"{_at(obs, line.at)}: a PIN in the log: {line.event}")
+            break
     return problems
 
 
@@ -985,6 +1068,9 @@ INVARIANTS: tuple[Invariant, ...] = (
               digits_answered),
     Invariant("flow_control", "chan_websocket: Asterisk's queue never reaches MEDIA_XOFF; no command is ignored",
               flow_control),
+    Invariant("authorisation", "only a caller the [auth] policy admits reaches the model and the routers, with "
+              "their tools only; any other hears the refusal, costs no model session; no PIN in a log",
+              authorisation),
 )
 
 

@@ -57,6 +57,7 @@ class CallStats:
     no_speech_during_query_s: float | None
     progress_heard: int
     violations: dict[str, list[str]]
+    outcome: str = ""  # the service's word for how the call ended (CallRecord.outcome)
 
 
 @dataclass
@@ -98,6 +99,7 @@ class RunSummary:
             "p95_answer_s": _percentile(answer_times, 95),
             "max_no_speech_during_query_s": round(max(silences), 2) if silences else None,
             "progress_updates_heard": sum(c.progress_heard for c in self.calls),
+            "outcomes": dict(sorted(Counter(c.outcome or "no call" for c in self.calls).items())),
             "seed": self.seed,
             "failures": [{"invariant": f.invariant, "story": f.scenario.story(), "violations": f.violations,
                           "shrunk": f.shrunk, "timeline_svg": f.svg_path} for f in self.failures],
@@ -127,6 +129,7 @@ def call_stats(obs: CallObservation, violations: dict[str, list[str]]) -> CallSt
         no_speech_during_query_s=max(silences) if silences else None,
         progress_heard=sum(1 for h in obs.caller.heard if progress.search(h.text)),
         violations=violations,
+        outcome=obs.record.outcome if obs.record is not None else "",
     )
 
 

@@ -309,6 +309,10 @@ class Scenario:
     #: How Asterisk reaches the service: AudioSocket (app or Dial) or chan_websocket, and the codec
     #: its channel carries (slin at a rate, or mu-law mislabelled as slin).
     line: Line = Line()
+    #: What the caller types when asked for a PIN ([auth]): one entry per prompt heard, in order.
+    pins: tuple[str, ...] = ()
+    #: How the story names those PINs ("Ana's PIN", "a wrong PIN"), one per entry of ``pins``.
+    pin_story: tuple[str, ...] = ()
 
     def script(self) -> CallerScript:
         questions = tuple(Question(a.text(), _any_reply(a), a.patience_s, a.pause_s) for a in self.asks)
@@ -321,7 +325,7 @@ class Scenario:
             else:
                 interjections.append(Interjection(item.after_question, item.delay_s, PressDigit(item.digit)))
         return CallerScript(questions, tuple(interjections), silence=self.silence, hangup_at_s=self.hangup_at_s,
-                            uuid_bytes=self.uuid_bytes, line=self.line)
+                            uuid_bytes=self.uuid_bytes, line=self.line, pins=self.pins)
 
     def story(self) -> str:
         """The scenario in one readable line: only what differs from a healthy, patient call."""
@@ -329,9 +333,13 @@ class Scenario:
         line = {"no_frames": "silent phone: no frames", "silence": "silence frames", "noise": "line noise"}[self.silence]
         if self.line != Line():
             line += ", " + describe_line(self.line)
+        if self.line.transport == "websocket" and self.line.control == "json":
+            line += f", from {self.line.caller_id}"
         if self.uuid_bytes is not None:
             parts.append(f"caller ({line}) hangs up after sending {self.uuid_bytes} of the UUID message's 19 bytes")
         else:
+            if self.pin_story:
+                parts.append("caller types " + ", then ".join(self.pin_story))
             asks = "; then ".join(_ask_story(a) for a in self.asks) or "nothing"
             parts.append(f"caller ({line}) asks {asks}")
         for item in self.interjections:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections.abc import Mapping
+from dataclasses import replace
 
 from hypothesis import strategies as st
 
@@ -294,8 +295,42 @@ def scenarios(draw: st.DrawFn, settings: Settings) -> Scenario:
     line = draw(lines())
     if line.transport == "websocket":
         uuid_bytes = None  # no UUID message on chan_websocket
+        if line.control == "json" and settings.auth.operators:  # the number Asterisk passes
+            line = replace(line, caller_id=draw(caller_numbers(settings)))
+    pins, pin_story = draw(pin_entries(settings))
     return Scenario(questions, interjections, silence, hangup, uuid_bytes, routers, model, seed,
-                    model_fault_sessions=fault_sessions, line=line)
+                    model_fault_sessions=fault_sessions, line=line, pins=pins, pin_story=pin_story)
+
+
+#: A number no operator has.
+STRANGER = "3205550199"
+
+
+def caller_numbers(settings: Settings) -> st.SearchStrategy[str]:
+    """An operator's number, as a trunk may present it (with or without +57), or a stranger's."""
+    numbers = [n for op in settings.auth.operators for n in op.numbers]
+    if not numbers:
+        return st.just(STRANGER)
+    known = st.sampled_from(numbers).flatmap(lambda n: st.sampled_from(
+        (n, n.lstrip("+"), n[-10:] if len(n) >= 10 else n)))
+    return st.one_of(known, st.just(STRANGER))
+
+
+@st.composite
+def pin_entries(draw: st.DrawFn, settings: Settings) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What the caller types when asked for a PIN: a right one (an operator's) after 0..attempts
+    wrong ones, only wrong ones, or nothing (the prompt times out). Nothing under an open line."""
+    auth = settings.auth
+    with_pin = [op for op in auth.operators if op.pin]
+    if auth.require in ("open", "caller_id") or not with_pin:
+        return (), ()
+    taken = {op.pin for op in with_pin}
+    wrong = st.text("0123456789", min_size=auth.pin_length, max_size=auth.pin_length).filter(lambda p: p not in taken)
+    wrongs = draw(st.lists(wrong, max_size=auth.attempts))
+    right = draw(st.one_of(st.none(), st.sampled_from(with_pin)))
+    pins = tuple(wrongs) + ((right.pin,) if right is not None else ())
+    story = tuple("a wrong PIN" for _ in wrongs) + ((f"{right.name}'s PIN",) if right is not None else ())
+    return pins, story
 
 
 #: Kinds whose tool asks every router of the inventory.

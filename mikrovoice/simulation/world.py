@@ -202,8 +202,9 @@ async def _run(scenario: Scenario, settings: Settings, logs: list[LogLine]) -> C
 
         net.listen(MODEL_HOST, 80, serve_model, "model")
         # In the simulated world every voice is the tone voice, the recorded prompt included.
-        prompts = Prompts(model_unavailable=voice.speak(settings.phrases.model_unavailable),
-                          connection_hold=voice.speak(settings.phrases.connection_hold))
+        phrases = settings.phrases
+        prompts = Prompts(*(voice.speak(getattr(phrases, name)) for name in (
+            "model_unavailable", "connection_hold", "pin_request", "pin_wrong", "auth_refused", "busy", "shutdown")))
         service = CallService(settings, stats, dial=net.dial, prompts=prompts)
         net.listen(*settings.listen, service.handle, "mikrovoice")
         net.listen(*WEBSOCKET_LISTEN, service.handle_websocket, "mikrovoice websocket")

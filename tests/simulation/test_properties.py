@@ -1,7 +1,8 @@
 """The property suite: generated calls through the real service, every invariant on every call.
 
 Two configurations: the defaults with the demo's twelve routers, and an operator's edge
-(a one-router site with short deadlines and its own Spanish phrases). The number of calls is
+(a one-router site with short deadlines, its own Spanish phrases, and callers authorised by
+number or PIN, one operator with only some tools). The number of calls is
 ``MIKROVOICE_PROPERTY_CALLS`` (default 120 per configuration: about a minute in CI); a large run
 is ``mikrovoice simulate --calls 10000``. A failure is shrunk by Hypothesis to a minimal
 scenario, whose story and text timeline are printed with the violations.
@@ -12,7 +13,7 @@ from dataclasses import replace
 
 from hypothesis import HealthCheck, given, note, settings
 
-from mikrovoice.config import Phrases, RouterConfig
+from mikrovoice.config import AuthSettings, Operator, Phrases, RouterConfig
 from mikrovoice.simulation import invariants
 from mikrovoice.simulation.console import default_settings
 from mikrovoice.simulation.report import text_timeline
@@ -24,6 +25,11 @@ CALLS = int(os.environ.get("MIKROVOICE_PROPERTY_CALLS", "120"))
 DEFAULTS = default_settings()
 SMALL_SITE = replace(
     DEFAULTS,
+    # Callers are authorised: a known number passes, any other types a PIN (two tries).
+    auth=AuthSettings(require="caller_id_or_pin", configured=True, attempts=2, digit_timeout_s=6.0, operators=(
+        Operator("Ana", numbers=("+573001234567",), pin="740219"),
+        Operator("Turno noche", pin="518306", tools=("estado_routers", "listar_routers", "trafico_interfaces")),
+    )),
     routers=(RouterConfig("torre-norte", "10.9.0.1", aliases=("torre norte principal",)),),
     query_timeout_s=25.0,
     router_timeout_s=15.0,
