@@ -235,6 +235,9 @@ class Settings:
     #: Part of an AudioSocket message arrived and the rest did not within this: the peer is broken
     #: (Asterisk writes each message in one write; its own limit for our messages is 5 ms).
     partial_frame_timeout_s: float = 1.0
+    #: AudioSocket carries no caller number; with this, the dialplan passes it as the UUID's last
+    #: group, zero-padded to 12 digits: ``${CUT(UUID(),-,1-4)}-${CALLER12:-12}`` (docs/asterisk.md).
+    audiosocket_caller_in_uuid: bool = False
     #: Barge-in: the caller's speech must last this long before the assistant stops talking (an
     #: "ajá", a cough or line noise neither cuts the assistant nor cancels a query).
     min_speech_ms: int = 500
@@ -567,6 +570,8 @@ SETTINGS_KEYS = (
     # A caller behind silence suppression sends nothing at all: keep it above a long query and its answer.
     Key("audiosocket", "inactivity_timeout_s", "inactivity_timeout_s", _seconds(5, 3600)),
     Key("audiosocket", "partial_frame_timeout_s", "partial_frame_timeout_s", _seconds(above=0, high=60)),
+    # The dialplan writes the caller's number in the UUID's last group (docs/asterisk.md).
+    Key("audiosocket", "caller_in_uuid", "audiosocket_caller_in_uuid", Flag()),
     Key("websocket", "listen", "websocket_listen", Listen()),
     Key("call", "min_speech_ms", "min_speech_ms", _ms(0, 10_000)),
     Key("call", "greeting_protect_ms", "greeting_protect_ms", _ms(0, 10_000)),

@@ -84,7 +84,8 @@ class CallService:
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         """One AudioSocket connection, from its first byte to its end. Never raises (but Cancelled)."""
-        await self.handle_leg(AudioSocketLeg(stream, partial_frame_timeout_s=self.settings.partial_frame_timeout_s))
+        await self.handle_leg(AudioSocketLeg(stream, partial_frame_timeout_s=self.settings.partial_frame_timeout_s,
+                                             caller_in_uuid=self.settings.audiosocket_caller_in_uuid))
 
     async def handle_websocket(self, stream: trio.abc.Stream) -> None:
         """One chan_websocket connection: the handshake (subprotocol ``media``), then the call."""

@@ -169,6 +169,9 @@ class Line:
     codec: str = "slin"
     control: str = "plain-text"  # chan_websocket f(): "plain-text" or "json" (with channel variables)
     caller_id: str = "3001234567"
+    #: AudioSocket: the dialplan writes caller_id in the UUID's last group, zero-padded to 12
+    #: digits (``${CUT(UUID(),-,1-4)}-${CALLER12:-12}``, docs/asterisk.md).
+    caller_in_uuid: bool = False
     #: chan_websocket: frames Asterisk sends before MEDIA_START (asterisk/asterisk#1712)
     early_frames: int = 0
     path: str = "/media"  # chan_websocket: the URI path of the websocket_client.conf entry
@@ -291,6 +294,9 @@ class AsteriskCaller:
         self._upsampler: Resampler | None = None
         self._last_activity = 0.0
         self.call_id = call_id or uuid.UUID(int=random.Random(seed).getrandbits(128), version=4)
+        if script.line.caller_in_uuid:  # what the documented dialplan sends
+            digits = "".join(c for c in script.line.caller_id if c.isdigit())[-12:].rjust(12, "0")
+            self.call_id = uuid.UUID(str(self.call_id).rsplit("-", 1)[0] + "-" + digits)
         self.report = CallReport(str(self.call_id))
         rng = random.Random(seed)
         self._noise = [

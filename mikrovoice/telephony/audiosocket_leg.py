@@ -23,6 +23,7 @@ once, so at most the frame in flight is heard after it. We hang up with 0x00; fr
 from __future__ import annotations
 
 import logging
+import uuid
 
 import trio
 
@@ -55,8 +56,10 @@ SNIFF_HOLD_BYTES = 16000  # one second of 8 kHz slin
 class AudioSocketLeg:
     transport = "audiosocket"
 
-    def __init__(self, stream: trio.abc.Stream, *, partial_frame_timeout_s: float = 1.0) -> None:
+    def __init__(self, stream: trio.abc.Stream, *, partial_frame_timeout_s: float = 1.0,
+                 caller_in_uuid: bool = False) -> None:
         self.reader = AudioSocketStream(stream)
+        self.caller_in_uuid = caller_in_uuid
         self.stream = stream
         self.partial_frame_timeout_s = partial_frame_timeout_s
         self.sniffer = SlinSniffer()
@@ -68,6 +71,7 @@ class AudioSocketLeg:
         self._frames_in = 0  # debug: caller audio messages received
 
     async def start(self) -> LegStart | None:
+        """The UUID message starts the call (and, with ``caller_in_uuid``, tells the caller's number)."""
         with trio.move_on_after(UUID_TIMEOUT_S):
             try:
                 message = await self.reader.receive()
@@ -75,7 +79,7 @@ class AudioSocketLeg:
                 event(log, "call.rejected", level=logging.WARNING, error=str(exc))
                 return None
             if isinstance(message, CallId):
-                return LegStart(str(message.value))
+                return LegStart(str(message.value), caller_from_uuid(message.value) if self.caller_in_uuid else None)
             if isinstance(message, Hangup):
                 event(log, "call.no_uuid", level=logging.WARNING,
                       error="connection closed before the UUID (is the channel answered before AudioSocket()?)")
@@ -208,3 +212,11 @@ class AudioSocketLeg:
     async def aclose(self) -> None:
         await self.stream.aclose()
 
+
+def caller_from_uuid(value: uuid.UUID) -> str | None:
+    """The caller's number the dialplan wrote in the UUID's last group (12 decimal digits, zero-
+    padded on the left), or None when that group is not all decimal digits (a plain UUID())."""
+    last = str(value).rsplit("-", 1)[1]
+    if not last.isdigit():
+        return None
+    return last.lstrip("0") or None

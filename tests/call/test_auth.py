@@ -291,3 +291,28 @@ async def test_over_max_calls_the_caller_hears_busy(autojump_clock: trio.testing
     assert busy.states == ["authorising", "refusing", "ended"] and busy.outcome == "busy"
     assert second.server_hung_up_at is not None and busy.model_connected_at is None
     assert stats.calls[0].outcome == "completed"
+
+
+async def test_the_dialplan_can_pass_the_number_to_audiosocket_in_the_uuid(
+        autojump_clock: trio.testing.MockClock) -> None:
+    """AudioSocket carries no caller number: the documented dialplan writes it, zero-padded, in the
+    UUID's last group (the first four stay random, so the call id stays unique)."""
+    settings = Settings(auth=auth("caller_id"), audiosocket_caller_in_uuid=True)
+    script = CallerScript((QUESTION,), line=Line(caller_id="+573001234567", caller_in_uuid=True))
+    reports, stats, _ = await _call(settings, script)
+    call = stats.calls[0]
+    assert call.call_id.endswith("-573001234567") and call.caller_id == "573001234567"
+    assert reports[0].questions[0].answered and call.operator == "Ana"
+    # Without the option, the same UUID is only an id: the number is not taken from it.
+    reports, stats, _ = await _call(replace(settings, audiosocket_caller_in_uuid=False), script)
+    assert stats.calls[0].states == ["authorising", "refusing", "ended"] and stats.calls[0].caller_id is None
+
+
+def test_only_an_all_digit_last_group_is_a_number() -> None:
+    import uuid
+
+    from mikrovoice.telephony.audiosocket_leg import caller_from_uuid
+
+    assert caller_from_uuid(uuid.UUID("0b4a1c2e-5f6d-4e7a-8b9c-003001234567")) == "3001234567"
+    assert caller_from_uuid(uuid.UUID("0b4a1c2e-5f6d-4e7a-8b9c-0d1e2f3a4b5c")) is None  # a plain UUID()
+    assert caller_from_uuid(uuid.UUID("0b4a1c2e-5f6d-4e7a-8b9c-000000000000")) is None
