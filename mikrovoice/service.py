@@ -42,6 +42,9 @@ from mikrovoice.tools import NocTools
 
 log = logging.getLogger("mikrovoice.service")
 
+#: After the grace period of a stop, the calls still up get this long to say goodbye and end.
+GOODBYE_S = 15.0
+
 
 @dataclass
 class ServiceStats:
@@ -124,7 +127,7 @@ class CallService:
             if not self.sessions:
                 self._idle.set()
 
-    async def drain(self, grace_s: float, goodbye_s: float = 15.0) -> None:
+    async def drain(self, grace_s: float, goodbye_s: float = GOODBYE_S) -> None:
         """Stop gracefully (the listeners are already closed): the calls in progress may go on for
         ``grace_s``; then each hears the shutdown prompt and ends (within ``goodbye_s``)."""
         self.draining = self.health.draining = True

@@ -41,7 +41,7 @@ def example(tmp_path: Path) -> Path:
 
 def test_the_example_loads(tmp_path: Path) -> None:
     settings = load(example(tmp_path), ENV)
-    assert settings.listen == ("0.0.0.0", 9092) and [r.name for r in settings.routers] == ["152.1", "26.1"]
+    assert settings.listen == ("127.0.0.1", 9092) and [r.name for r in settings.routers] == ["152.1", "26.1"]
     assert settings.routers[0].password == "pw-one" and settings.api_key == "sk-secret"
     assert settings.phrases.progress_many.format(answered=7, total=12) == "Sigo consultando: 7 de 12 routers ya respondieron."
     assert settings.progress_lead_s == 1.0 and settings.model_audio_chunk_ms == 100
