@@ -32,7 +32,6 @@ This file imports only the standard library; it never touches a socket or a cloc
 from __future__ import annotations
 
 import base64
-import binascii
 import itertools
 import json
 import re
@@ -221,6 +220,23 @@ def _opt_str(obj: Any, key: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _object(event: JSON, key: str) -> JSON:
+    value = event.get(key)
+    if not isinstance(value, dict):
+        raise RealtimeProtocolError(f"{event.get('type')}: field {key!r} missing or not an object")
+    return value
+
+
+def _int(event: JSON, key: str) -> int:
+    """A whole number of ms; a float that is one (1200.0) is taken, NaN, inf, strings and bools are not."""
+    value = event.get(key)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise RealtimeProtocolError(f"{event.get('type')}: field {key!r} missing or not an integer: {str(value)[:40]}")
+    return value
+
+
 def _metadata(response: JSON) -> dict[str, str]:
     metadata = response.get("metadata") or {}
     if not isinstance(metadata, dict):
@@ -233,29 +249,36 @@ def _function_call(response_id: str, item: JSON) -> FunctionCall:
 
 
 def parse_server_event(text: str | bytes) -> ServerEvent:
+    """One server message as a typed event; ``RealtimeProtocolError`` for anything else (not JSON,
+    nested past the parser's depth, no ``type``, a field missing or of the wrong type)."""
     try:
         event = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RealtimeProtocolError(f"not JSON: {str(text)[:80]!r}") from exc
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise RealtimeProtocolError(f"not JSON: {str(text)[:80]!r} ({type(exc).__name__})") from exc
     if not isinstance(event, dict) or not isinstance(event.get("type"), str):
         raise RealtimeProtocolError(f"not a Realtime event (no 'type'): {str(text)[:80]!r}")
     kind = event["type"]
     try:
         return _parse(kind, event)
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise RealtimeProtocolError(f"{kind}: malformed event ({exc!r})") from exc
+    except (KeyError, TypeError, AttributeError, ValueError, RecursionError) as exc:
+        # Each field is checked by _str/_int/_object; this is the net under a shape not foreseen.
+        raise RealtimeProtocolError(f"{kind[:80]}: malformed event ({str(exc)[:200]!r})") from exc
 
 
 def _response_done(response: JSON) -> ResponseDone:
+    response_id = _str(response, "id")
+    output = response.get("output") or []
+    if not isinstance(output, list):
+        raise RealtimeProtocolError("response.done: response.output is not a list")
     calls = tuple(
-        _function_call(response["id"], item)
-        for item in response.get("output") or ()
-        if item.get("type") == "function_call" and item.get("status") == "completed"
+        _function_call(response_id, item)
+        for item in output
+        if isinstance(item, dict) and item.get("type") == "function_call" and item.get("status") == "completed"
     )
     details = response.get("status_details")
     error = details.get("error") if isinstance(details, dict) else None
     return ResponseDone(
-        _str(response, "id"), _str(response, "status"), _metadata(response), calls,
+        response_id, _str(response, "status"), _metadata(response), calls,
         reason=_opt_str(details, "reason"),
         error_code=_opt_str(error, "code"),
         error_type=_opt_str(error, "type"),
@@ -265,18 +288,18 @@ def _response_done(response: JSON) -> ResponseDone:
 
 def _parse(kind: str, event: JSON) -> ServerEvent:
     if kind == "session.created":
-        return SessionCreated(event["session"])
+        return SessionCreated(_object(event, "session"))
     if kind == "session.updated":
-        return SessionUpdated(event["session"])
+        return SessionUpdated(_object(event, "session"))
     if kind == "response.created":
-        response = event["response"]
+        response = _object(event, "response")
         return ResponseCreated(_str(response, "id"), _metadata(response))
     if kind == "response.done":
-        return _response_done(event["response"])
+        return _response_done(_object(event, "response"))
     if kind == "response.output_audio.delta":
         try:
             audio = base64.b64decode(_str(event, "delta"), validate=True)
-        except binascii.Error as exc:
+        except ValueError as exc:  # binascii.Error, or not ASCII at all
             raise RealtimeProtocolError("response.output_audio.delta: delta is not base64") from exc
         return AudioDelta(_str(event, "response_id"), _str(event, "item_id"), audio)
     if kind == "response.output_audio_transcript.delta":
@@ -284,17 +307,17 @@ def _parse(kind: str, event: JSON) -> ServerEvent:
     if kind == "response.output_audio_transcript.done":
         return TranscriptDone(_str(event, "response_id"), _str(event, "item_id"), _str(event, "transcript"))
     if kind == "response.output_item.done":
-        item = event["item"]
+        item = _object(event, "item")
         if item.get("type") == "function_call" and item.get("status") == "completed":
             return _function_call(_str(event, "response_id"), item)
         return Unrecognised(kind)
     if kind == "conversation.item.added":
-        item = event["item"]
+        item = _object(event, "item")
         return ItemAdded(_str(item, "id"), _str(item, "type"), _opt_str(item, "role"), _opt_str(item, "call_id"))
     if kind == "input_audio_buffer.speech_started":
-        return SpeechStarted(int(event["audio_start_ms"]), _str(event, "item_id"))
+        return SpeechStarted(_int(event, "audio_start_ms"), _str(event, "item_id"))
     if kind == "input_audio_buffer.speech_stopped":
-        return SpeechStopped(int(event["audio_end_ms"]), _str(event, "item_id"))
+        return SpeechStopped(_int(event, "audio_end_ms"), _str(event, "item_id"))
     if kind == "conversation.item.input_audio_transcription.completed":
         return InputTranscript(_str(event, "item_id"), _str(event, "transcript"))
     if kind == "error":

@@ -12,6 +12,7 @@ This file performs no I/O and knows nothing of Trio, sockets or clocks: the call
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field, replace
 
 from mikrovoice.routeros.commands import ReadCommand, cancel, check_allowed, login
@@ -25,6 +26,8 @@ LEGACY_LOGIN_DETAIL = "legacy MD5 login unsupported (RouterOS < 6.43)"
 #: Trap messages (prefixes) of a menu or command the router does not have (research/routeros.md 1.8).
 MISSING_TRAPS = ("no such command or directory", "no such command prefix", "no such command")
 PERMISSION_TRAP = "not enough permissions"
+#: Our tags: ``1``, ``2``, ... (ASCII digits; 18 of them outlast any session).
+_TAG = re.compile(r"[0-9]{1,18}")
 
 
 class SessionState(enum.Enum):
@@ -158,11 +161,12 @@ class ApiSession:
         finished: list[int] = []
         try:
             self._reader.receive_data(data)
-            for words in self._reader.sentences():
-                self._heard += 1
-                finished += self._dispatch(Reply.parse(words))
-                if self.closed_by is not None:  # !fatal, or a refused login: the rest is moot
-                    break
+            while self.closed_by is None and (sentences := self._reader.sentences()):
+                for words in sentences:
+                    self._heard += 1
+                    finished += self._dispatch(Reply.parse(words))
+                    if self.closed_by is not None:  # !fatal, or a refused login: the rest is moot
+                        break
         except RouterOSProtocolError as exc:
             finished += self._close(Reason.PROTOCOL, str(exc))
         return finished
@@ -181,8 +185,9 @@ class ApiSession:
                                peer_closed=False)
         if reply.tag is None:
             raise RouterOSProtocolError(f"untagged {reply.kind} reply (every request of ours is tagged)")
-        if not reply.tag.isdigit():
-            raise RouterOSProtocolError(f"{reply.kind} reply tagged {reply.tag!r}, not one of our tags")
+        if _TAG.fullmatch(reply.tag) is None:  # not str.isdigit(): '²' is a digit int() refuses
+            shown = reply.tag if len(reply.tag) <= 40 else reply.tag[:40] + "..."
+            raise RouterOSProtocolError(f"{reply.kind} reply tagged {shown!r}, not one of our tags")
         tag = int(reply.tag)
         if tag in self._discarded:
             if reply.kind == "!done":

@@ -18,6 +18,10 @@ from librouteros.protocol import decode_length, determine_length, encode_length
 ENCODING = "latin-1"
 #: A single word larger than this is refused (RouterOS itself supports up to 0xFFFFFFF).
 MAX_WORD = 1 << 20
+#: A sentence is one reply row: tens of attributes, never thousands. A stream that never ends
+#: its sentence is refused here instead of growing the words held without bound.
+MAX_SENTENCE_WORDS = 10_000
+MAX_SENTENCE_BYTES = 8 * MAX_WORD
 
 
 class RouterOSProtocolError(Exception):
@@ -34,31 +38,56 @@ def encode_sentence(words: Iterable[str]) -> bytes:
 
 
 class SentenceReader:
-    """Feed bytes with ``receive_data``; take whole sentences (lists of words) from ``sentences()``."""
+    """Feed bytes with ``receive_data``; take whole sentences (lists of words) from ``sentences()``.
+
+    ``sentences()`` raises ``RouterOSProtocolError`` for bytes that are not the API protocol: a
+    reserved control byte, a word over ``MAX_WORD`` (refused on its length prefix, never awaited),
+    a sentence over ``MAX_SENTENCE_WORDS`` or ``MAX_SENTENCE_BYTES``. The sentences that were
+    complete before the garbage are returned first, so how TCP cut the stream changes nothing:
+    the call that reaches the garbage returns them, and every call after it raises. Call
+    ``sentences()`` until it returns ``[]`` after each ``receive_data``.
+    """
 
     def __init__(self) -> None:
         self._buffer = bytearray()
         self._words: list[str] = []
+        self._sentence_bytes = 0
+        self._error: RouterOSProtocolError | None = None
 
     def receive_data(self, data: bytes | bytearray) -> None:
-        self._buffer += data
+        if self._error is None:
+            self._buffer += data
 
     @property
     def partial(self) -> bool:
         return bool(self._buffer or self._words)
 
     def sentences(self) -> list[list[str]]:
+        if self._error is not None:
+            raise self._error
         done: list[list[str]] = []
-        while True:
-            word = self._next_word()
-            if word is None:
-                return done
-            if word == "":
-                if self._words:  # empty sentences are ignored
-                    done.append(self._words)
-                self._words = []
-            else:
+        try:
+            while (word := self._next_word()) is not None:
+                if word == "":
+                    if self._words:  # empty sentences are ignored
+                        done.append(self._words)
+                    self._words = []
+                    self._sentence_bytes = 0
+                    continue
                 self._words.append(word)
+                self._sentence_bytes += len(word)
+                if len(self._words) > MAX_SENTENCE_WORDS or self._sentence_bytes > MAX_SENTENCE_BYTES:
+                    raise RouterOSProtocolError(
+                        f"a sentence of more than {MAX_SENTENCE_WORDS} words or {MAX_SENTENCE_BYTES} bytes "
+                        f"({len(self._words)} words, {self._sentence_bytes} bytes so far, no end of sentence)"
+                    )
+        except RouterOSProtocolError as exc:
+            self._error = exc
+            self._buffer.clear()
+            self._words = []
+            if not done:
+                raise
+        return done
 
     def _next_word(self) -> str | None:
         if not self._buffer:
@@ -66,8 +95,11 @@ class SentenceReader:
         try:
             extra = determine_length(bytes(self._buffer[:1]))
         except _LibProtocolError as exc:
+            # 0xF0 announces a 5-byte length (256 MiB and more: over MAX_WORD); 0xF8-0xFF are
+            # RouterOS's reserved control bytes, never sent by the API.
             raise RouterOSProtocolError(
                 f"control byte 0x{self._buffer[0]:02x} where a word length was expected"
+                + (" (a word of 256 MiB or more)" if self._buffer[0] < 0xF8 else "")
             ) from exc
         if len(self._buffer) < 1 + extra:
             return None

@@ -526,6 +526,24 @@ def _jansson_loads(text: str) -> object:
     )
     if not isinstance(value, dict | list):
         raise ValueError("'[' or '{' expected")  # no JSON_DECODE_ANY
+    problem = _json_strings_problem(value, nul=True)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def _is_utf8(text: str) -> bool:
+    """False for text with a lone surrogate: no WebSocket TEXT message (UTF-8) can carry it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _json_strings_problem(value: object, *, nul: bool) -> str | None:
+    """What jansson would refuse in the strings (keys included) of a decoded JSON value: a lone
+    surrogate (an invalid ``\\uD800`` escape), and NUL if ``nul`` (no JSON_ALLOW_NUL)."""
     stack: list[object] = [value]
     while stack:
         item = stack.pop()
@@ -538,11 +556,11 @@ def _jansson_loads(text: str) -> object:
         elif isinstance(item, str):
             strings.append(item)
         for s in strings:
-            if "\x00" in s:
-                raise ValueError("\\u0000 is not allowed without JSON_ALLOW_NUL")
-            if any("\ud800" <= c <= "\udfff" for c in s):
-                raise ValueError("invalid Unicode escape")
-    return value
+            if nul and "\x00" in s:
+                return "\\u0000 is not allowed without JSON_ALLOW_NUL"
+            if not _is_utf8(s):
+                return "invalid Unicode escape"
+    return None
 
 
 def _c_strip(text: str) -> str:
@@ -569,6 +587,10 @@ def parse_command(text: str, fmt: Format) -> Command | IgnoredCommand:
         return IgnoredCommand(
             f"WebSocket TEXT message of length {size} exceeds maximum length of {MAX_TEXT_BYTES}"
         )
+    if not _is_utf8(text):
+        # A lone surrogate: no WebSocket TEXT message carries one, and nothing Asterisk would echo
+        # back (a correlation id) could be encoded. Only a caller of this function can make one.
+        return IgnoredCommand(f"WebSocket TEXT message is not UTF-8: {text!r}")
     text = _c_strip(text)
     obj: dict[str, object] = {}
     data: str | None = None
@@ -757,11 +779,15 @@ def _encode_plain(event: Event) -> str:
 
 _PLAIN_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 _PLAIN_KEY = re.compile(r"([a-z][a-z0-9_]*):")
-_INT = re.compile(r"-?[0-9]+")
+#: Asterisk prints these with %d/%u (CW L248-256, L376-384): 20 digits hold any of them. More
+#: would not be Asterisk's, and over 4300 digits int() itself refuses (a ValueError, not ours).
+_INT = re.compile(r"-?[0-9]{1,20}")
 
 
 def _error(raw: str, problem: str) -> ChanWebsocketProtocolError:
+    """One log line, however long the message or the value it complains about."""
     shown = raw if len(raw) <= 200 else raw[:200] + "..."
+    problem = problem if len(problem) <= 200 else problem[:200] + "..."
     return ChanWebsocketProtocolError(f"chan_websocket event {shown!r}: {problem}")
 
 
@@ -769,6 +795,8 @@ def parse_event(text: str) -> Event:
     """One TEXT message from Asterisk, in either format (detected). See the module docstring."""
     if not text:
         raise ChanWebsocketProtocolError("empty chan_websocket TEXT message")
+    if not _is_utf8(text):
+        raise _error(text, "not UTF-8 (a lone surrogate): no WebSocket TEXT message carries that")
     name, _, _ = text.partition(" ")
     if _PLAIN_NAME.fullmatch(name):
         return _parse_plain(text)
@@ -778,6 +806,9 @@ def parse_event(text: str) -> Event:
         raise _error(text, f"neither a plain-text event nor JSON ({e})") from None
     if not isinstance(obj, dict):
         raise _error(text, f"JSON event must be an object, not {type(obj).__name__}")
+    problem = _json_strings_problem(obj, nul=False)
+    if problem is not None:  # jansson writes only UTF-8: a \\ud800 escape is not Asterisk's
+        raise _error(text, problem)
     return _parse_json(text, obj)
 
 

@@ -98,18 +98,21 @@ class _Session:
                 return "gone"
             if not data:
                 return "gone"  # a half sentence left in the reader is simply dropped
-            try:
-                reader.receive_data(data)
-                sentences = reader.sentences()
-            except RouterOSProtocolError as exc:
-                event(log, "router.protocol_error", level=logging.WARNING, router=self.router.name, error=str(exc))
-                return "garbage"
-            for words in sentences:
-                self.router.journal.append((trio.current_time(), words))
-                if self.router.fault in ("hangs", "black_hole"):
-                    continue  # reads everything, answers nothing
-                if not self._dispatch(words):
-                    return "quit"
+            reader.receive_data(data)
+            while True:
+                try:
+                    sentences = reader.sentences()  # those before any garbage, then its error
+                except RouterOSProtocolError as exc:
+                    event(log, "router.protocol_error", level=logging.WARNING, router=self.router.name, error=str(exc))
+                    return "garbage"
+                if not sentences:
+                    break
+                for words in sentences:
+                    self.router.journal.append((trio.current_time(), words))
+                    if self.router.fault in ("hangs", "black_hole"):
+                        continue  # reads everything, answers nothing
+                    if not self._dispatch(words):
+                        return "quit"
 
     def _dispatch(self, words: list[str]) -> bool:
         """Start the command ``words`` ask for; False after ``/quit``."""
