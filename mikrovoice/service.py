@@ -42,6 +42,8 @@ from mikrovoice.tools import NocTools
 
 log = logging.getLogger("mikrovoice.service")
 
+#: A chan_websocket connection must complete its WebSocket upgrade within this.
+HANDSHAKE_TIMEOUT_S = 5.0
 #: After the grace period of a stop, the calls still up get this long to say goodbye and end.
 GOODBYE_S = 15.0
 
@@ -93,10 +95,21 @@ class CallService:
     async def handle_websocket(self, stream: trio.abc.Stream) -> None:
         """One chan_websocket connection: the handshake (subprotocol ``media``), then the call."""
         async with trio.open_nursery() as nursery:
-            try:
-                request = await wrap_server_stream(nursery, stream, max_message_size=65536)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed, ProtocolError) as exc:
-                event(log, "call.websocket_handshake_failed", level=logging.WARNING, error=str(exc) or type(exc).__name__)
+            request = None
+            # trio-websocket never returns from a failed upgrade (a request that never ends, or is
+            # not an upgrade): our own deadline bounds it.
+            with trio.move_on_after(HANDSHAKE_TIMEOUT_S):
+                try:
+                    request = await wrap_server_stream(nursery, stream, max_message_size=65536)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed, ProtocolError) as exc:
+                    event(log, "call.websocket_handshake_failed", level=logging.WARNING,
+                          error=str(exc) or type(exc).__name__)
+                    nursery.cancel_scope.cancel()
+            if request is None:
+                if not nursery.cancel_scope.cancel_called:
+                    event(log, "call.websocket_handshake_failed", level=logging.WARNING,
+                          error=f"no WebSocket upgrade within {HANDSHAKE_TIMEOUT_S:g} s")
+                    nursery.cancel_scope.cancel()
                 await trio.aclose_forcefully(stream)
                 return
             try:

@@ -350,14 +350,15 @@ class CallMachine(StateChart):  # type: ignore[type-arg]  # the model is the cha
         # The caller spoke before our greeting got its turn: server VAD answered first.
         "greeting": frozenset({"turn_done", "progress_done", "recycle_due"}),
         # The model answered the caller without calling a tool; a progress update or a cancelled
-        # query's last update ended.
-        "listening": frozenset({"turn_done", "progress_done", "recycle_due", "link_up"}),
+        # query's last update ended. (And everywhere after the greeting: a greeting response
+        # that called a tool, against its tool_choice "none", ends after the call moved on.)
+        "listening": frozenset({"turn_done", "progress_done", "recycle_due", "link_up", "greeting_done"}),
         # The tool-call response is still speaking its preamble; no progress over it.
-        "announcing": frozenset({"progress_due", "progress_done", "recycle_due"}),
+        "announcing": frozenset({"progress_due", "progress_done", "recycle_due", "greeting_done"}),
         # The caller spoke during the query and the model answered; a progress update ended.
-        "querying": frozenset({"turn_done", "progress_done", "recycle_due", "link_up"}),
+        "querying": frozenset({"turn_done", "progress_done", "recycle_due", "link_up", "greeting_done"}),
         # A progress update or a VAD turn that was playing when the result came in ended.
-        "reporting": frozenset({"turn_done", "progress_done", "progress_due", "recycle_due"}),
+        "reporting": frozenset({"turn_done", "progress_done", "progress_due", "recycle_due", "greeting_done"}),
         # Link region: a recycle is only due while up; otherwise nothing to do.
         "connecting": frozenset({"recycle_due"}),
         "reconnecting": frozenset({"recycle_due"}),

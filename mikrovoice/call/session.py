@@ -34,7 +34,9 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -100,6 +102,8 @@ _DONE_EVENTS = {"greeting": "greeting_done", "progress": "progress_done", "pream
                 "report": "report_done"}
 #: A response refused for a rate limit is asked for again after this (others: the policy's retry_s).
 RATE_LIMIT_RETRY_S = 2.0
+#: A refused response is asked for again after at most this, whatever the server said.
+MAX_RETRY_S = 30.0
 #: After the caller's turn ends, server VAD answers it within this (else it let the turn go).
 TURN_RESPONSE_S = 2.0
 #: Caller audio kept to be heard again by a new model session after a drop.
@@ -267,7 +271,8 @@ class CallSession:
             self.record.end_reason = "no call: the connection did not start a call"
             self._finish()
             return self.record
-        self.record.call_id = start.call_id
+        # chan_websocket's ids may both be empty: a call still needs an id of its own for its logs
+        self.record.call_id = start.call_id or f"anon-{uuid.uuid4()}"
         self.record.transport = self.leg.transport
         self.record.caller_id = start.caller_id
         call_id_var.set(self.record.call_id)
@@ -816,7 +821,8 @@ class CallSession:
             if kind != "progress":  # the progress ticker asks again by itself
                 delay = self.policy.retry_s
                 if effect is rt.ErrorEffect.RATE_LIMITED:
-                    delay = max(RATE_LIMIT_RETRY_S, rt.retry_after_s(error) or 0.0)
+                    # (a server's "try again in 999...h" must not park the answer forever)
+                    delay = min(MAX_RETRY_S, max(RATE_LIMIT_RETRY_S, rt.retry_after_s(error) or 0.0))
                 self.nursery.start_soon(self._ask_again, refused, trio.current_time(), delay)
         self._deliver_pending()
         self._refresh_quiet()
@@ -989,7 +995,7 @@ class CallSession:
             answer = self._item_audio.pop(e.item_id, None)
             if answer:
                 self._last_answer = bytes(answer)  # what the repeat digit plays again
-            self.conversation.assistant_said(e.item_id, e.transcript)
+            self._ledger(self.conversation.assistant_said, e.item_id, e.transcript)
             event(log, "model.said", kind=self.gate.kind_of(e.response_id) or "turn", text=e.transcript)
         elif isinstance(e, rt.FunctionCall):
             self._on_function_call(e)
@@ -1038,7 +1044,7 @@ class CallSession:
             self._send_gated(self.gate.on_item_added(e))
         elif isinstance(e, rt.InputTranscript):
             self._turn_open_since = None  # the ledger has the caller's words now
-            self.conversation.user_said(e.item_id, e.transcript)
+            self._ledger(self.conversation.user_said, e.item_id, e.transcript)
             event(log, "caller.said", text=e.transcript)
         elif isinstance(e, rt.ServerError):
             self._on_error(e)
@@ -1046,6 +1052,14 @@ class CallSession:
             self._on_session_updated(e.session)
         elif isinstance(e, rt.SessionCreated):
             event(log, "model.session_created")
+
+    def _ledger(self, record: Callable[[str, str], None], item_id: str, text: str) -> None:
+        """Into the conversation ledger; an item id the server already used for the other side is
+        its mistake: logged, and the turn is left out of a later replay."""
+        try:
+            record(item_id, text)
+        except ValueError as exc:
+            event(log, "model.bad_event", level=logging.WARNING, error=str(exc))
 
     def _on_error(self, e: rt.ServerError) -> None:
         session_update_id = self._session_update.get("event_id") if self._session_update else None

@@ -166,7 +166,7 @@ TABLE: dict[tuple[str, str | None], dict[str, Outcome]] = {
     ),
     ("listening", "up"): _row(
         "listening", "up",
-        greeting_done=IMPOSSIBLE,
+        greeting_done=IGNORED,
         turn_done=IGNORED,
         tool_called=("announcing", "up", [StartQuery(CALL)]),
         progress_due=IMPOSSIBLE, progress_done=IGNORED, query_finished=IMPOSSIBLE, report_done=IMPOSSIBLE,
@@ -175,7 +175,7 @@ TABLE: dict[tuple[str, str | None], dict[str, Outcome]] = {
     ),
     ("announcing", "up"): _row(
         "announcing", "up",
-        greeting_done=IMPOSSIBLE,
+        greeting_done=IGNORED,
         turn_done=("querying", "up", []),
         tool_called=("announcing", "up", [Refusal(CALL, "duplicate")]),
         progress_due=IGNORED, progress_done=IGNORED,
@@ -186,7 +186,7 @@ TABLE: dict[tuple[str, str | None], dict[str, Outcome]] = {
     ),
     ("querying", "up"): _row(
         "querying", "up",
-        greeting_done=IMPOSSIBLE,
+        greeting_done=IGNORED,
         turn_done=IGNORED,
         tool_called=("querying", "up", [Refusal(CALL, "duplicate")]),
         progress_due=("querying", "up", [SpeakProgress(CALL)]),
@@ -198,7 +198,7 @@ TABLE: dict[tuple[str, str | None], dict[str, Outcome]] = {
     ),
     ("reporting", "up"): _row(
         "reporting", "up",
-        greeting_done=IMPOSSIBLE,
+        greeting_done=IGNORED,
         turn_done=IGNORED,
         tool_called=("announcing", "up", [StartQuery(CALL)]),
         progress_due=IGNORED, progress_done=IGNORED, query_finished=IMPOSSIBLE,
@@ -219,7 +219,7 @@ TABLE: dict[tuple[str, str | None], dict[str, Outcome]] = {
     ("listening", "reconnecting"): _row(
         "listening", "reconnecting",
         link_up=("listening", "up", []),  # the session replays the caller's audio of the gap
-        greeting_done=IMPOSSIBLE,
+        greeting_done=IGNORED,
         turn_done=IGNORED,
         tool_called=("announcing", "reconnecting", [StartQuery(CALL)]),
         progress_due=IMPOSSIBLE, progress_done=IGNORED, query_finished=IMPOSSIBLE, report_done=IMPOSSIBLE,
@@ -229,7 +229,7 @@ TABLE: dict[tuple[str, str | None], dict[str, Outcome]] = {
     ("announcing", "reconnecting"): _row(
         "announcing", "reconnecting",
         link_up=("querying", "up", []),  # the announcement died: the query goes on
-        greeting_done=IMPOSSIBLE,
+        greeting_done=IGNORED,
         turn_done=("querying", "reconnecting", []),
         tool_called=("announcing", "reconnecting", [Refusal(CALL, "duplicate")]),
         # no model to speak: the recorded hold prompt
@@ -242,7 +242,7 @@ TABLE: dict[tuple[str, str | None], dict[str, Outcome]] = {
     ("querying", "reconnecting"): _row(
         "querying", "reconnecting",
         link_up=("querying", "up", []),
-        greeting_done=IMPOSSIBLE,
+        greeting_done=IGNORED,
         turn_done=IGNORED,
         tool_called=("querying", "reconnecting", [Refusal(CALL, "duplicate")]),
         progress_due=("querying", "reconnecting", [PlayHold()]),  # no model to speak: the recorded prompt
@@ -255,7 +255,7 @@ TABLE: dict[tuple[str, str | None], dict[str, Outcome]] = {
     ("reporting", "reconnecting"): _row(
         "reporting", "reconnecting",
         link_up=("reporting", "up", [AskReport(RESULT)]),  # the report died with the old session
-        greeting_done=IMPOSSIBLE,
+        greeting_done=IGNORED,
         turn_done=IGNORED,
         tool_called=("announcing", "reconnecting", [StartQuery(CALL)]),
         progress_due=IGNORED, progress_done=IGNORED, query_finished=IMPOSSIBLE,
@@ -266,7 +266,7 @@ TABLE: dict[tuple[str, str | None], dict[str, Outcome]] = {
     ("listening", "recycling"): _row(
         "listening", "recycling",
         link_up=("listening", "up", []),  # nothing died with the old session: no greeting, no report
-        greeting_done=IMPOSSIBLE,
+        greeting_done=IGNORED,
         turn_done=IGNORED,
         tool_called=("announcing", "recycling", [StartQuery(CALL)]),
         progress_due=IMPOSSIBLE, progress_done=IGNORED, query_finished=IMPOSSIBLE, report_done=IMPOSSIBLE,

@@ -80,6 +80,6 @@ def test_targetless_transitions_are_written_as_actions_not_self_loops() -> None:
 
 def test_the_ignored_events_are_listed() -> None:
     lines = _lines()
-    assert "%% querying ignores: link_up, turn_done, progress_done, recycle_due" in lines
+    assert "%% querying ignores: link_up, greeting_done, turn_done, progress_done, recycle_due" in lines
     assert "%% connecting ignores: recycle_due" in lines
     assert f"%% ended ignores: {', '.join(EVENTS)}" in lines

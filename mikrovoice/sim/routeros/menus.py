@@ -53,16 +53,30 @@ def trap(tag: str | None, message: str, category: str | None = None) -> list[Rep
     return [Reply("!trap", attributes, tag), Reply("!done", tag=tag)]
 
 
+#: A number a router takes: ASCII digits only (``"²".isdigit()`` is true, and ``int("²")`` fails),
+#: and short (``int()`` of 4300 digits or more raises).
+_NUMBER = re.compile(r"[0-9]{1,9}")
+
+
+def small_int(text: str) -> int | None:
+    """``text`` as a non-negative integer of at most 9 ASCII digits, else None."""
+    return int(text) if _NUMBER.fullmatch(text) else None
+
+
+#: The shortest interval of a print or monitor feed the simulated router serves.
+MIN_INTERVAL_S = 0.01
+
+
 def parse_duration(text: str) -> float | None:
     """RouterOS time values in seconds: ``1``, ``0.5``, ``100ms``, ``1m30s``, ``00:00:01``; None if invalid."""
     text = text.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
+    if re.fullmatch(r"[0-9]{1,9}(\.[0-9]{1,9})?", text):
         return float(text)
-    clock = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", text)
+    clock = re.fullmatch(r"([0-9]{1,6}):([0-9][0-9]):([0-9][0-9](?:\.[0-9]{1,9})?)", text)
     if clock:
         return int(clock[1]) * 3600 + int(clock[2]) * 60 + float(clock[3])
     units = {"w": 604800.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 0.000001}
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|w|d|h|m|s)", text)
+    parts = re.findall(r"([0-9]{1,9}(?:\.[0-9]{1,9})?)(ms|us|w|d|h|m|s)", text)
     if not parts or "".join(n + u for n, u in parts) != text:
         return None
     return sum(float(n) * units[u] for n, u in parts)
@@ -129,8 +143,8 @@ def query_passes(row: dict[str, str], queries: tuple[str, ...]) -> bool:
                     stack.append((a or b) if op == "|" else (a and b))
                 elif op == ".":
                     stack.append(stack[-1] if stack else True)
-                elif op.isdigit():
-                    stack.append(stack[-1 - int(op)] if int(op) < len(stack) else True)
+                elif (depth := small_int(op)) is not None:
+                    stack.append(stack[-1 - depth] if depth < len(stack) else True)
             continue
         body = word[1:]
         if body.startswith("-"):
@@ -173,7 +187,7 @@ def _print(router: SimRouter, menu: str, request: Request, at: float) -> list[Re
         return _follow(router, menu, request)
     if "interval" in attributes:
         period = parse_duration(attributes["interval"])
-        if period is None or period <= 0:
+        if period is None or period < MIN_INTERVAL_S:  # a feed of rows in a busy loop otherwise
             return trap(tag, "invalid value for argument interval")
         return Feed(lambda k, now: [{**project(r, proplist), ".section": str(k)} for r in _selected(router, menu, request, now)],
                     period_s=period)
@@ -215,8 +229,8 @@ def _resolve(router: SimRouter, items: list[str], pool: list[dict[str, str]], in
             out.append(item)
         elif item in by_id:
             out.append(by_id[item])
-        elif indexes and item.isdigit() and int(item) < len(pool):
-            out.append(pool[int(item)]["name"])
+        elif indexes and (index := small_int(item)) is not None and index < len(pool):
+            out.append(pool[index]["name"])
         else:
             return None
     return out
@@ -225,7 +239,7 @@ def _resolve(router: SimRouter, items: list[str], pool: list[dict[str, str]], in
 def _timing(request: Request) -> tuple[float, int | None, float | None] | str:
     """(period, batches, ends_s) of a monitor, or the name of the attribute with a bad value."""
     period = parse_duration(request.attributes.get("interval", "1s"))
-    if period is None or period <= 0:
+    if period is None or period < MIN_INTERVAL_S:
         return "interval"
     if "once" in request.attributes:
         return period, 1, None
@@ -300,13 +314,13 @@ def _ping(router: SimRouter, menu: str, request: Request, at: float) -> list[Rep
     except ValueError:
         return trap(tag, "invalid value for argument address")
     count = attributes.get("count")
-    if count is not None and not (count.isdigit() and int(count) >= 1):
+    if count is not None and not (small_int(count) or 0) >= 1:
         return trap(tag, "invalid value for argument count")
     interval = parse_duration(attributes.get("interval", "1s"))
     if interval is None or not 0.01 <= interval <= 5:
         return trap(tag, "value of interval out of range (10ms..5s)")
     size = attributes.get("size", "56")
-    if not size.isdigit():
+    if small_int(size) is None:
         return trap(tag, "invalid value for argument size")
     proplist = attributes.get(".proplist")
     rtts: list[int] = []

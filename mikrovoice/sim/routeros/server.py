@@ -61,7 +61,10 @@ async def serve_router(
     async def handler(stream: trio.SocketStream) -> None:
         peer = peer_address(stream)
         served: trio.abc.Stream = stream if ssl_context is None else trio.SSLStream(stream, ssl_context, server_side=True)
-        await serve_router_stream(router, served, peer=peer)
+        try:
+            await serve_router_stream(router, served, peer=peer)
+        except Exception as exc:  # a simulator bug ends that connection, never the router's listener
+            event(log, "router.crashed", level=logging.ERROR, router=router.name, peer=peer, error=repr(exc))
 
     listeners = await trio.open_tcp_listeners(port, host=host)
     task_status.started(listeners[0].socket.getsockname()[1])
