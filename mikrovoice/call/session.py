@@ -87,7 +87,7 @@ from mikrovoice.routeros.errors import Reason
 from mikrovoice.routeros.fanout import UNKNOWN, FanOut
 from mikrovoice.telephony import g711
 from mikrovoice.telephony.inbound import ModelFeed
-from mikrovoice.telephony.leg import CallerAudio, CallerLeg, Digit, LegEnded
+from mikrovoice.telephony.leg import CallerAudio, CallerLeg, Digit, LegEnded, PeerStalled
 from mikrovoice.telephony.server import Playout
 from mikrovoice.tools import CANCEL_QUERY, NocTools
 
@@ -363,7 +363,12 @@ class CallSession:
 
     async def _play(self) -> None:
         """The playout to Asterisk; if the connection breaks, the caller is gone."""
-        await self.leg.play(self.playout)
+        try:
+            await self.leg.play(self.playout)
+        except PeerStalled as exc:  # a peer that does not read must not hold the call forever
+            event(log, "call.bad_peer", level=logging.ERROR, transport=self.leg.transport, error=str(exc))
+            self.handle("abort", reason=str(exc))
+            return
         self.handle("hangup", reason="the connection to Asterisk broke")
 
     # ------------------------------------------------------------------ the model session
@@ -660,6 +665,8 @@ class CallSession:
     def _pin_digit(self, digit: str) -> None:
         """A key pressed while authorising: it cuts the prompt (type-ahead) and goes to the PIN pad."""
         event(log, "call.dtmf", digit="*", state="authorising")  # never a PIN digit in a log
+        if digit == "#" and not self.pinpad.entered:
+            return  # the "#" after a PIN already complete at its length: it must not cut what follows
         if self.playout.has_speech or self.playout.speaking:
             self.playout.flush()
         deadline = trio.current_time() + self.settings.auth.digit_timeout_s

@@ -40,7 +40,16 @@ from mikrovoice.telephony.audiosocket import (
     Kind,
     encode,
 )
-from mikrovoice.telephony.leg import CallerAudio, Digit, LegEnded, LegEvent, LegStart, normalise_digit
+from mikrovoice.telephony.leg import (
+    WRITE_STALL_S,
+    CallerAudio,
+    Digit,
+    LegEnded,
+    LegEvent,
+    LegStart,
+    PeerStalled,
+    normalise_digit,
+)
 from mikrovoice.telephony.loudness import loud_ms
 from mikrovoice.telephony.resample import Resampler
 from mikrovoice.telephony.server import AudioSocketStream, Playout, Truncation
@@ -196,8 +205,14 @@ class AudioSocketLeg:
         return CallerAudio(g711.slin_to_ulaw(slin), loud_ms(slin))
 
     async def play(self, playout: Playout) -> None:
+        async def send(frame: bytes) -> None:
+            with trio.move_on_after(WRITE_STALL_S) as stalled:
+                await self.stream.send_all(frame)
+            if stalled.cancelled_caught:
+                raise PeerStalled(f"Asterisk read none of our audio for {WRITE_STALL_S:g} s")
+
         try:
-            await playout.run(self.stream.send_all)
+            await playout.run(send)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return  # the caller's side is gone: receive() says so
 

@@ -40,6 +40,15 @@ class Digit:
     digit: str
 
 
+#: Asterisk reads our audio as it plays it. A write that cannot go out for this long means a peer
+#: that stopped reading (broken, or a client that never reads to hold a call slot): the call ends.
+WRITE_STALL_S = 5.0
+
+
+class PeerStalled(Exception):
+    """The peer read none of our audio for ``WRITE_STALL_S``; ``play`` raises it."""
+
+
 @dataclass(frozen=True)
 class LegEnded:
     """The leg is gone: the caller hung up (``error`` False), or the peer broke the protocol,

@@ -37,7 +37,16 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 from mikrovoice.logs import event
 from mikrovoice.telephony import chan_websocket as cw
 from mikrovoice.telephony import g711
-from mikrovoice.telephony.leg import CallerAudio, Digit, LegEnded, LegEvent, LegStart, normalise_digit
+from mikrovoice.telephony.leg import (
+    WRITE_STALL_S,
+    CallerAudio,
+    Digit,
+    LegEnded,
+    LegEvent,
+    LegStart,
+    PeerStalled,
+    normalise_digit,
+)
 from mikrovoice.telephony.loudness import loud_ms
 from mikrovoice.telephony.resample import Resampler
 from mikrovoice.telephony.server import Playout, Truncation
@@ -267,7 +276,10 @@ class WebSocketLeg:
 
     async def _send(self, message: str | bytes) -> None:
         async with self._send_lock:
-            await self.ws.send_message(message)
+            with trio.move_on_after(WRITE_STALL_S) as stalled:
+                await self.ws.send_message(message)
+            if stalled.cancelled_caught:
+                raise PeerStalled(f"Asterisk read none of our messages for {WRITE_STALL_S:g} s")
 
     async def _command(self, command: cw.Command) -> None:
         await self._send(cw.encode_command(command, self.control))
