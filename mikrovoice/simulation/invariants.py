@@ -1025,6 +1025,12 @@ def authorisation(obs: CallObservation) -> list[str]:
                 problems.append("the caller was refused without hearing the refusal")
             if obs.caller.server_hung_up_at is None:
                 problems.append("the caller was refused but the service did not hang up")
+    phrases = obs.settings.phrases
+    for prompt in (phrases.pin_request, phrases.pin_wrong):  # a recording cut short is heard as its start
+        cut = [h for h in obs.caller.heard if h.text != prompt and prompt.startswith(h.text[:20])
+               and len(h.text) >= 4 and (obs.caller.hung_up_at is None or h.end < obs.caller.hung_up_at - 0.5)]
+        if cut:
+            problems.append(f"{_at(obs, cut[0].start)} the caller heard only «{cut[0].text}» of «{prompt}»")
     operator = next((op for op in obs.settings.auth.operators if op.name == record.operator), None)
     if operator is not None and "*" not in operator.tools:
         for query in record.queries:

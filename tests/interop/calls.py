@@ -15,9 +15,11 @@ hides the others.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,10 +93,12 @@ def speech_spans(pcm: bytes, threshold: float = SPEECH_RMS, gap_s: float = 0.1) 
     return spans
 
 
-def caller_dialplan(asterisk: RealAsterisk, sounds: dict[str, Path]) -> str:
+def caller_dialplan(asterisk: RealAsterisk, sounds: dict[str, Path], keys: Iterable[str] = ()) -> str:
     """The caller side's shared extensions: idling (``idle``: no frames at all, like a phone with
     silence suppression; ``idle_quiet``: digital silence, 20 ms frames), one per sound, DTMF
-    digits, hang-up. After each step the caller goes back to its ``${IDLE}``."""
+    digits, hang-up, and one per string of ``keys`` (``keys_<label>``: one ``SendDTMF(<keys>)``,
+    with its defaults: 100 ms per digit, 250 ms between digits). After each step the caller goes
+    back to its ``${IDLE}``."""
     quiet = asterisk.sounds / "quiet.sln"
     quiet.write_bytes(bytes(16000 * 5))
     lines = [
@@ -118,7 +122,20 @@ def caller_dialplan(asterisk: RealAsterisk, sounds: dict[str, Path]) -> str:
             f" same => n,SendDTMF({digit})",
             " same => n,Goto(${IDLE},1)",
         ]
+    for sequence in sorted(set(keys)):
+        label = keys_label(sequence)
+        lines += [
+            f"exten => keys_{label},1,Verbose(0,{MARK} ${{CALLNAME}} keys-start {label})",
+            f" same => n,SendDTMF({sequence})",
+            f" same => n,Verbose(0,{MARK} ${{CALLNAME}} keys-sent {label})",
+            " same => n,Goto(${IDLE},1)",
+        ]
     return "\n".join(lines) + "\n"
+
+
+def keys_label(keys: str) -> str:
+    """A DTMF string as an extension name's tail (``#``: h, ``*``: s)."""
+    return keys.replace("#", "h").replace("*", "s")
 
 
 def call_extensions(name: str, bot_body: str, asterisk: RealAsterisk, idle: str = "idle") -> str:
@@ -205,16 +222,21 @@ class CallResult:
 class Caller:
     """Drives one call's caller side and watches what it hears."""
 
-    def __init__(self, asterisk: RealAsterisk, name: str, service_log: ServiceLog) -> None:
+    def __init__(self, asterisk: RealAsterisk, name: str, service_log: ServiceLog, caller_id: str | None = None) -> None:
         self.asterisk = asterisk
         self.name = name
         self.log = service_log
+        self.caller_id = caller_id  # the number the call presents (CALLERID(num) of both halves)
         self.result = CallResult(name)
         self.heard_path = asterisk.recordings / f"{name}-heard.sln"
 
     async def start(self) -> None:
         self.result.started_at = trio.current_time()
-        self.result.channel = await self.asterisk.originate(f"bot_{self.name}", f"caller_{self.name}")
+        if self.caller_id is None:
+            self.result.channel = await self.asterisk.originate(f"bot_{self.name}", f"caller_{self.name}")
+        else:
+            self.result.channel = await originate_from(self.asterisk, f"bot_{self.name}", f"caller_{self.name}",
+                                                       self.caller_id)
         await self.wait_mark("caller-up", 10)
 
     # ---------------------------------------------------------------- what Asterisk says
@@ -296,6 +318,23 @@ class Caller:
                 await trio.sleep(0.1)
         raise CallFailed(f"the caller heard no speech after {after_s:.1f} s within {timeout_s:g} s")
 
+    async def hear_prompt(self, after_s: float, timeout_s: float, quiet_s: float = 0.6) -> tuple[float, float]:
+        """Until the caller has heard a recorded prompt (human-like speech, not the tone voice: it
+        is heard as sound, not decoded) that starts after ``after_s``, whole: a run of sound
+        (``PROMPT_RMS``; the prompts' own pauses, at most 0.3 s, are joined) and then ``quiet_s``
+        without any. Its (start, end), seconds into the recording."""
+        with trio.move_on_after(timeout_s):
+            while True:
+                heard = self.heard_now()
+                runs = [(a, b) for a, b in speech_spans(heard, PROMPT_RMS, PROMPT_GAP_S) if a >= after_s]
+                if runs and runs[-1][1] + quiet_s <= len(heard) / BYTES_PER_S:
+                    # everything loud since after_s, up to the quiet: one prompt (or a prompt cut short)
+                    start, end = runs[0][0], runs[-1][1]
+                    self.note(f"heard a prompt {start:.2f}-{end:.2f}")
+                    return start, end
+                await trio.sleep(0.1)
+        raise CallFailed(f"the caller heard no prompt after {after_s:.1f} s within {timeout_s:g} s")
+
     # ---------------------------------------------------------------- what the caller does
 
     async def play(self, sound: str, timeout_s: float = 20.0) -> None:
@@ -314,6 +353,22 @@ class Caller:
         label = {"#": "hash", "*": "star"}.get(digit, digit)
         self.note(f"dtmf {digit}")
         await self.asterisk.redirect(self.result.channel, f"dtmf_{label}")
+
+    async def keys(self, keys: str, timeout_s: float = 10.0) -> tuple[str, str]:
+        """Send ``keys`` with one SendDTMF (an extension of ``caller_dialplan(keys=...)``); the
+        Asterisk log lines of its start and its end (SendDTMF returns once every digit is sent)."""
+        label = keys_label(keys)
+        before = len(self.mark_lines(f"keys-sent {label}"))
+        self.note(f"keys {label}")
+        await self.asterisk.redirect(self.result.channel, f"keys_{label}")
+        with trio.move_on_after(timeout_s):
+            while True:  # polling the log file
+                sent = self.mark_lines(f"keys-sent {label}")
+                if len(sent) > before:
+                    self.note(f"keys sent {label}")
+                    return self.mark_lines(f"keys-start {label}")[-1], sent[-1]
+                await trio.sleep(0.1)
+        raise CallFailed(f"SendDTMF({keys}) did not end within {timeout_s:g} s")
 
     async def hangup(self) -> None:
         self.note("caller hangs up")
@@ -342,6 +397,35 @@ class Caller:
         result.asterisk_log = call_log(self.asterisk.log_lines(), result.channel, result.uuid)
         result.service_records = self.log.of_call(result.call_id)
         return result
+
+
+#: A recorded prompt (espeak-ng, PROMPT_RMS and more in its 20 ms blocks), and its pauses.
+PROMPT_RMS = 300.0
+PROMPT_GAP_S = 0.45
+
+
+async def originate_from(asterisk: RealAsterisk, bot_exten: str, caller_exten: str, number: str,
+                         context: str = CONTEXT) -> str:
+    """``RealAsterisk.originate`` with a caller number: a call file (pbx_spool) with ``CallerID:``.
+    The CLI's ``channel originate`` sets none, and a ``Set(CALLERID(num)=...)`` on the caller half
+    once it runs comes too late: the bot half took its caller from the caller half's connected
+    line when it was created (measured on 23.4.1: ``CALLERID(num)`` stays empty on ``;2``). With
+    the call file both halves have ``CALLERID(num)=number`` from their first priority. pbx_spool
+    picks the file up within about a second."""
+    outgoing = asterisk.spool / "outgoing"
+    outgoing.mkdir(exist_ok=True)
+    staged = asterisk.spool / f"{bot_exten}.call"
+    staged.write_text(f"Channel: Local/{bot_exten}@{context}\nCallerID: <{number}>\n"
+                      f"Context: {context}\nExtension: {caller_exten}\nPriority: 1\n")
+    past = time.time() - 5  # a file dated in the future waits until then
+    os.utime(staged, (past, past))
+    os.rename(staged, outgoing / staged.name)  # whole, at once: pbx_spool never reads half a file
+    with trio.fail_after(10):
+        while True:
+            for name in await asterisk.channels():
+                if name.startswith(f"Local/{bot_exten}@{context}-") and name.endswith(";1"):
+                    return name
+            await trio.sleep(0.05)
 
 
 def call_log(lines: list[str], channel: str, uuid: str | None) -> list[str]:

@@ -2,9 +2,11 @@
 
 ``run_all(asterisk)`` starts the services in-process on loopback (real clock, simulated model and
 routers): the main one, one whose model refuses every session (401) and, once it exists, the
-chan_websocket listener; then one Asterisk whose dialplan sends each scenario's call to one of
-them (or to a closed port); then runs the scenarios (those marked ``alone`` first, one by one,
-then all the others concurrently) and returns their ``CallResult``s.
+chan_websocket listener; for the authorisation calls, one service per ``[auth]`` policy
+(``AUTH_SERVICES``, each with its own simulated model, whose ledger counts its sessions); then one
+Asterisk whose dialplan sends each scenario's call to one of them (or to a closed port); then runs
+the scenarios (those marked ``alone`` first, one by one, then all the others concurrently) and
+returns their ``CallResult``s.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from dataclasses import dataclass, field, replace
 
 import trio
 
+from mikrovoice.call.auth import same_number
 from mikrovoice.call.session import CallRecord
-from mikrovoice.config import Settings
+from mikrovoice.config import AuthSettings, Operator, Settings
 from mikrovoice.demo import DEMO_FLEET, SEED_QUESTIONS
 from mikrovoice.service import ServiceStats, serve_calls, start_simulated_peers
 from mikrovoice.sim import voice
-from mikrovoice.sim.realtime import ModelFaults, SimModelConfig
-from tests.interop.asterisk import RealAsterisk
+from mikrovoice.sim.realtime import ModelFaults, ModelLedger, SimModelConfig, serve_model
+from tests.interop.asterisk import MODULES, RealAsterisk
 from tests.interop.calls import (
     CONTEXT,
     MARK,
@@ -168,6 +171,75 @@ async def refused_under_tryexec(caller: Caller) -> None:
     await caller.wait_ended()
 
 
+# ------------------------------------------------------------------------------ authorisation
+#
+# The caller types its PIN as a real phone does: DTMF (SendDTMF on the caller's half; Asterisk
+# hands each digit to AudioSocket as a 0x03 message), once it has heard the recorded prompt whole.
+# "Marca tu PIN y luego la tecla numeral": the PIN, then "#".
+
+PIN = "470913"  # Ana's
+WRONG_PIN = "582046"  # nobody's
+ANA_NUMBER = "+573001234567"
+STRANGER_NUMBER = "+573005550000"
+ANA = Operator("Ana", numbers=(ANA_NUMBER,), pin=PIN)
+AUTH_ATTEMPTS = 2  # the refusing service's [auth] attempts (the default is 3: one PIN less to wait for)
+
+
+async def pin_then_ask(caller: Caller) -> None:
+    """The PIN request, heard whole; the PIN and "#"; then the greeting, the devices question, its
+    answer, hang up."""
+    start, end = await caller.hear_prompt(0.0, 15)
+    caller.result.extra["prompts"] = [(start, end)]
+    _, sent = await caller.keys(PIN + "#")
+    caller.result.extra["keys_sent"] = [sent]
+    await ask_devices(caller)
+
+
+async def wrong_pins(caller: Caller) -> None:
+    """A wrong PIN and "#" after each prompt (the request, then "wrong PIN") until the refusal;
+    the service says it and hangs up, and the dialplan goes on after AudioSocket()."""
+    prompts, sent_lines = [], []
+    after = 0.0
+    for _ in range(AUTH_ATTEMPTS):
+        prompts.append(await caller.hear_prompt(after, 15))
+        after = caller.position_s  # the next prompt starts with the PIN's last digit, at the earliest
+        _, sent = await caller.keys(WRONG_PIN + "#")
+        sent_lines.append(sent)
+    caller.result.extra["prompts"] = prompts
+    caller.result.extra["keys_sent"] = sent_lines
+    caller.result.extra["refusal_from"] = after
+    await caller.wait_mark("bot-end", 30)
+    await caller.wait_ended()
+
+
+@dataclass(frozen=True)
+class AuthService:
+    """A service of its own for calls under one ``[auth]`` policy (an AudioSocket listener, or a
+    chan_websocket one), with its own simulated model: its ledger says whether a session opened."""
+
+    auth: AuthSettings
+    caller_in_uuid: bool = False  # [audiosocket] caller_in_uuid
+    websocket: bool = False
+
+
+def _auth(require: str, attempts: int = 3) -> AuthSettings:
+    return AuthSettings(require=require, configured=True, attempts=attempts, operators=(ANA,))
+
+
+AUTH_SERVICES: dict[str, AuthService] = {
+    "auth_pin": AuthService(_auth("pin")),
+    "auth_refuse": AuthService(_auth("pin", AUTH_ATTEMPTS)),
+    "auth_uuid": AuthService(_auth("caller_id"), caller_in_uuid=True),
+    "auth_ws": AuthService(_auth("caller_id_or_pin"), websocket=True),
+}
+
+#: The documented dialplan that passes the caller's number to AudioSocket in the UUID's last group
+#: (``[audiosocket] caller_in_uuid``): its digits only (FILTER), zero-padded, the last 12
+#: (``${VAR:-12}``), after the first four groups of a fresh UUID.
+CALLER_IN_UUID = ("Set(CALLER12=000000000000${FILTER(0123456789,${CALLERID(num)})})\n"
+                  "AudioSocket(${CUT(UUID(),-,1-4)}-${CALLER12:-12},127.0.0.1:@auth_uuid@)")
+
+
 @dataclass
 class Plan:
     """One call: its bot-side dialplan (``@main@``, ``@refusing@``: the services' AudioSocket
@@ -188,6 +260,11 @@ class Plan:
     #: others, another call's AudioSocket() failed 1 ms later with "Failed to write data to
     #: AudioSocket because: Bad file descriptor" and "Failed to initialize AudioSocket".
     alone: bool = False
+    #: the caller's number: the call is placed with it (``calls.originate_from``), and the
+    #: service's record of the call is the one with that caller number
+    caller_id: str | None = None
+    #: the DTMF strings its caller sends with one SendDTMF each (``Caller.keys``)
+    keys: tuple[str, ...] = ()
 
 
 def app(port: str) -> str:
@@ -232,7 +309,21 @@ PLANS: dict[str, Plan] = {
     "barge_ws": Plan("Set(_MIKROVOICE_CALLER=${BOTNAME})\nDial(WebSocket/mikrovoice/c(slin)f(json))\n"
                      f"Verbose(0,{MARK} ${{BOTNAME}} dial-returned DIALSTATUS=${{DIALSTATUS}})",
                      barge_in, "websocket", caller_idle="idle_quiet"),
+    # authorisation (test_auth.py)
+    "auth_pin": Plan(app("@auth_pin@"), pin_then_ask, "auth_pin", keys=(PIN + "#",)),
+    "auth_wrong_pin": Plan(app("@auth_refuse@"), wrong_pins, "auth_refuse", keys=(WRONG_PIN + "#",)),
+    "auth_uuid": Plan(f"Answer()\n{CALLER_IN_UUID}\nVerbose(0,{MARK} ${{BOTNAME}} app-returned)", ask_devices,
+                      "auth_uuid", caller_id=ANA_NUMBER),
+    "auth_uuid_stranger": Plan(f"Answer()\n{CALLER_IN_UUID}\nVerbose(0,{MARK} ${{BOTNAME}} app-returned)",
+                               service_hangs_up, "auth_uuid", caller_id=STRANGER_NUMBER),
+    "auth_ws": Plan("Set(_MIKROVOICE_CALLER=${CALLERID(num)})\nDial(WebSocket/auth_ws/c(slin)f(json))\n"
+                    f"Verbose(0,{MARK} ${{BOTNAME}} dial-returned DIALSTATUS=${{DIALSTATUS}})",
+                    ask_devices, "auth_ws", caller_idle="idle_quiet", caller_id=ANA_NUMBER),
 }
+
+#: Loaded beside asterisk.MODULES: CALLERID() (the caller number plans) and call files (how they
+#: are placed with a number: calls.originate_from).
+EXTRA_MODULES = ("func_callerid", "pbx_spool")
 
 
 # ------------------------------------------------------------------------------ the run
@@ -248,6 +339,8 @@ class Run:
     stats: dict[str, ServiceStats] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)  # the services' listening ports
     websocket_error: str | None = None  # why the chan_websocket listener could not start
+    service_errors: dict[str, str] = field(default_factory=dict)  # AUTH_SERVICES that could not start: why
+    ledgers: dict[str, ModelLedger] = field(default_factory=dict)  # the AUTH_SERVICES' simulated models
     wall_s: float = 0.0
     #: time.time() - trio.current_time(): the service's times (trio's clock: CallRecord) as wall
     #: clock times (Asterisk's log, log records' ``created``). Both clocks are the real one.
@@ -354,6 +447,33 @@ async def start_websocket_service(nursery: trio.Nursery, settings: Settings, sta
     return port
 
 
+async def start_auth_services(nursery: trio.Nursery, run: Run, main: Settings, plans: dict[str, Plan]) -> str:
+    """The AUTH_SERVICES the plans use, each with its own simulated model (the routers are the main
+    service's); their ports, stats and ledgers go in ``run``. Returns the websocket_client.conf
+    sections of the chan_websocket ones (a connection named after the service)."""
+    sections = ""
+    for name, spec in AUTH_SERVICES.items():
+        if not any(plan.service == name for plan in plans.values()):
+            continue
+        model = await nursery.start(serve_model, "127.0.0.1", 0, SimModelConfig())
+        run.ledgers[name] = model.ledger
+        settings = replace(main, realtime_url=f"ws://127.0.0.1:{model.port}/v1/realtime", auth=spec.auth,
+                           audiosocket_caller_in_uuid=spec.caller_in_uuid)
+        run.stats[name] = ServiceStats()
+        if not spec.websocket:
+            run.ports[name] = await nursery.start(serve_calls, settings, run.stats[name])
+            continue
+        try:
+            run.ports[name] = await start_websocket_service(nursery, settings, run.stats[name])
+        except Exception:  # noqa: BLE001 - the tests of its calls say why
+            run.service_errors[name] = traceback.format_exc(limit=3)
+            continue
+        sections += (f"[{name}]\ntype = websocket_client\nconnection_type = per_call_config\n"
+                     f"uri = ws://127.0.0.1:{run.ports[name]}/media\nprotocols = media\n"
+                     "connection_timeout = 2000\nreconnect_attempts = 1\n")
+    return sections
+
+
 async def run_all(asterisk: RealAsterisk, plans: dict[str, Plan] | None = None) -> Run:
     plans = PLANS if plans is None else plans
     run = Run(asterisk=asterisk)
@@ -384,24 +504,26 @@ async def run_all(asterisk: RealAsterisk, plans: dict[str, Plan] | None = None) 
                         "[mikrovoice]\ntype = websocket_client\nconnection_type = per_call_config\n"
                         f"uri = ws://127.0.0.1:{ports['websocket']}/media\nprotocols = media\n"
                         "connection_timeout = 2000\nreconnect_attempts = 1\n")
-            placed = {name: plan for name, plan in plans.items()
-                      if plan.service != "websocket" or "websocket" in ports}
+            websocket_client += await start_auth_services(services, run, main, plans)
+            placed = {name: plan for name, plan in plans.items() if plan.service == "none" or plan.service in ports}
 
             ports["down"] = closed_port()
 
             sounds = {name: sound_file(asterisk.sounds, name, text) for name, text in QUESTIONS.items()}
             sound_file(asterisk.sounds, "noc", NOC_PROMPT)
-            dialplan = f"[{CONTEXT}]\n" + caller_dialplan(asterisk, sounds)
+            keys = [sequence for plan in placed.values() for sequence in plan.keys]
+            dialplan = f"[{CONTEXT}]\n" + caller_dialplan(asterisk, sounds, keys)
             for name, plan in placed.items():
                 body = f"Set(BOTNAME={name})\n" + plan.bot
                 for service, port in ports.items():
                     body = body.replace(f"@{service}@", str(port))
                 body = body.replace("@sounds@", str(asterisk.sounds))
                 dialplan += call_extensions(name, body, asterisk, plan.caller_idle)
-            asterisk.write_config(dialplan, websocket_client=websocket_client)
+            modules = "[modules]\nautoload = no\n" + "".join(f"load => {m}.so\n" for m in MODULES + EXTRA_MODULES)
+            asterisk.write_config(dialplan, websocket_client=websocket_client, extra={"modules.conf": modules})
 
             async with asterisk:
-                callers = {name: Caller(asterisk, name, run.service_log) for name in placed}
+                callers = {name: Caller(asterisk, name, run.service_log, plan.caller_id) for name, plan in placed.items()}
                 for name, plan in placed.items():
                     if plan.alone:
                         await run_scenario(callers[name], plan.scenario, SCENARIO_TIMEOUT_S)
@@ -418,9 +540,13 @@ async def run_all(asterisk: RealAsterisk, plans: dict[str, Plan] | None = None) 
                     service = placed[name].service
                     call_id = None
                     if service == "websocket":  # its call id is the WebSocket channel's: by MIKROVOICE_CALLER
-                        calls = run.stats["websocket"].calls
-                        ids = ([c.call_id for c in calls if c.caller_id == name]
-                               or [c.call_id for c in calls if c.caller_id is None])
+                        ws_calls = run.stats["websocket"].calls
+                        ids = ([c.call_id for c in ws_calls if c.caller_id == name]
+                               or [c.call_id for c in ws_calls if c.caller_id is None])
+                        call_id = ids[0] if ids else None
+                    elif placed[name].caller_id is not None:  # a call id the dialplan made, or the WebSocket's
+                        number = placed[name].caller_id
+                        ids = [c.call_id for c in run.stats[service].calls if same_number(c.caller_id, number)]
                         call_id = ids[0] if ids else None
                     run.results[name] = caller.finish(call_id)
             services.cancel_scope.cancel()

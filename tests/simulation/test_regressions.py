@@ -4,8 +4,9 @@ from dataclasses import replace
 
 import pytest
 
-from mikrovoice.config import RouterConfig
+from mikrovoice.config import AuthSettings, Operator, RouterConfig
 from mikrovoice.sim import brain
+from mikrovoice.sim.asterisk import Line
 from mikrovoice.sim.realtime import ModelFaults
 from mikrovoice.simulation import invariants
 from mikrovoice.simulation.console import default_settings
@@ -146,3 +147,22 @@ def test_issue_8_a_silent_router_costs_its_deadline_and_every_update_is_new(
     answer = [h.text for h in obs.caller.heard if brain.ANSWER_SFP.search(h.text)]
     assert answer and "Respondieron 11 de 12 routers" in answer[0] and "No respondieron: 46.3" in answer[0]
     assert not any(invariants.check(obs).values())
+
+
+@pytest.mark.parametrize("line", [Line(), Line("websocket", control="json", caller_id="3205550199")],
+                         ids=["audiosocket", "websocket-stranger"])
+def test_issue_9_the_hash_after_a_whole_pin_does_not_cut_the_wrong_pin_prompt(line: Line) -> None:
+    """Measured on the real Asterisk (tests/interop/test_auth.py): the prompts say "your PIN, then
+    #"; a six-digit PIN is submitted on its sixth digit, and the "#" that follows cut the wrong-PIN
+    prompt after 0.35 s. The caller, hearing a fragment and then nothing, never typed again and
+    was refused although their next PIN was right."""
+    settings = replace(SETTINGS, auth=AuthSettings(require="caller_id_or_pin", configured=True, attempts=2,
+                                                   operators=(Operator("Ana", pin="740219"),)))
+    scenario = Scenario(asks=(Ask("devices", ("152.1",)),), pins=("111111", "740219"),
+                        pin_story=("a wrong PIN", "Ana's PIN"), silence="no_frames", line=line, routers=FAST)
+    obs = simulate_call(scenario, settings)
+    assert invariants.check(obs) == {}
+    assert obs.record is not None and obs.record.operator == "Ana" and obs.record.pin_attempts == 2
+    heard = [h.text for h in obs.caller.heard]
+    assert settings.phrases.pin_wrong in heard  # whole
+    assert obs.caller.questions[0].answered
