@@ -295,6 +295,10 @@ class RealAsterisk:
         ``;2`` and ``caller_exten`` on ``;1``, and audio flows between them. Returns the name of
         the caller's channel (``Local/<bot_exten>@<context>-XXXXXXXX;1``)."""
         await self.rx(f"channel originate Local/{bot_exten}@{context} extension {caller_exten}@{context}")
+        return await self.caller_channel(bot_exten, context)
+
+    async def caller_channel(self, bot_exten: str, context: str = "test") -> str:
+        """The caller half (``;1``) of the Local pair to ``bot_exten``, once it exists."""
         with trio.fail_after(10):
             while True:
                 for name in await self.channels():

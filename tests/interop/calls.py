@@ -420,12 +420,7 @@ async def originate_from(asterisk: RealAsterisk, bot_exten: str, caller_exten: s
     past = time.time() - 5  # a file dated in the future waits until then
     os.utime(staged, (past, past))
     os.rename(staged, outgoing / staged.name)  # whole, at once: pbx_spool never reads half a file
-    with trio.fail_after(10):
-        while True:
-            for name in await asterisk.channels():
-                if name.startswith(f"Local/{bot_exten}@{context}-") and name.endswith(";1"):
-                    return name
-            await trio.sleep(0.05)
+    return await asterisk.caller_channel(bot_exten, context)
 
 
 def call_log(lines: list[str], channel: str, uuid: str | None) -> list[str]:
