@@ -205,16 +205,22 @@ class AudioSocketLeg:
         return CallerAudio(g711.slin_to_ulaw(slin), loud_ms(slin))
 
     async def play(self, playout: Playout) -> None:
-        async def send(frame: bytes) -> None:
-            with trio.move_on_after(WRITE_STALL_S) as stalled:
-                await self.stream.send_all(frame)
-            if stalled.cancelled_caught:
-                raise PeerStalled(f"Asterisk read none of our audio for {WRITE_STALL_S:g} s")
+        # One watchdog for the whole playout, its deadline pushed on by every frame that goes out
+        # (a frame leaves every 20 ms: a cancel scope per frame costs the event loop too much).
+        with trio.CancelScope(deadline=trio.current_time() + WRITE_STALL_S) as watchdog:
 
-        try:
-            await playout.run(send)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return  # the caller's side is gone: receive() says so
+            async def send(frame: bytes) -> None:
+                await self.stream.send_all(frame)
+                now = trio.current_time()
+                if watchdog.deadline < now + WRITE_STALL_S - 1.0:  # moved once a second, not per frame
+                    watchdog.deadline = now + WRITE_STALL_S
+
+            try:
+                await playout.run(send)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return  # the caller's side is gone: receive() says so
+        if watchdog.cancelled_caught:
+            raise PeerStalled(f"Asterisk read none of our audio for {WRITE_STALL_S:g} s")
 
     def barge_in(self, playout: Playout) -> list[Truncation]:
         # What was written was heard: Asterisk neither buffers nor re-times (asterisk-media.md 1.7).
