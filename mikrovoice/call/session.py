@@ -945,10 +945,8 @@ class CallSession:
     async def _feed_clock(self) -> None:
         """Send what waited a whole chunk, and silence when Asterisk sends nothing (a silent caller)."""
         while True:
-            due = self.feed.next_due()
-            await trio.sleep_until(due)
-            now = trio.current_time()
-            for chunk in self.feed.tick(now, late_s=now - due):
+            await trio.sleep_until(self.feed.next_due())
+            for chunk in self.feed.tick(trio.current_time()):
                 self._send_caller_audio(chunk)
 
     async def _recycle_clock(self) -> None:

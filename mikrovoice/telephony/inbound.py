@@ -8,13 +8,6 @@ with silence suppression, a channel in ``Wait()``: ../shared/asterisk/README.md)
 server VAD ends a turn only when it *hears* silence; when the caller's audio falls more than
 ``slack_s`` behind the call's clock, mu-law silence fills the gap. ``ModelFeed`` is pure: audio and
 times in, chunks to send out; the session owns the timer (``next_due``).
-
-A gap is not always a silent phone: when our own event loop was frozen (a GC pause, a starved
-CPU), Asterisk's frames of that time are waiting, unread, in the socket. Filling that gap with
-silence would put a pause in the middle of the caller's sentence and end their turn (measured
-by the soak: a 0.7 s freeze cut questions in two). So a tick that comes ``STALL_S`` late fills
-nothing for ``STALL_HOLD_S``: the backlog is read first, and only what is still missing then is
-silence.
 """
 
 from __future__ import annotations
@@ -24,10 +17,6 @@ from dataclasses import dataclass, field
 from mikrovoice.telephony import g711
 
 ULAW_RATE = 8000  # bytes (samples) per second of mu-law
-#: A tick this late means our loop was frozen (the timer is due every chunk, 100 ms).
-STALL_S = 0.1
-#: After a freeze, no silence is made up for this long: the frames Asterisk sent meanwhile are read first.
-STALL_HOLD_S = 0.3
 _SILENCE = bytes([g711.ULAW_SILENCE])
 
 
@@ -40,7 +29,6 @@ class ModelFeed:
     silence_s: float = 0.0  # of which silence we made up
     _buffer: bytearray = field(default_factory=bytearray)
     _buffered_since: float | None = None
-    _hold_until: float | None = None  # no silence filled before this (after a freeze of our loop)
 
     @property
     def _chunk_bytes(self) -> int:
@@ -55,17 +43,10 @@ class ModelFeed:
             return [self._take()]
         return []
 
-    def tick(self, now: float, late_s: float = 0.0) -> list[bytes]:
-        """What the clock says must go now: a chunk that waited long enough, silence for a gap.
-        ``late_s``: how long after ``next_due`` the timer fired (our loop's freeze)."""
-        if late_s >= STALL_S:
-            self._hold_until = now + STALL_HOLD_S
+    def tick(self, now: float) -> list[bytes]:
+        """What the clock says must go now: a chunk that waited long enough, silence for a gap."""
         if self._buffered_since is not None and now - self._buffered_since >= self.chunk_s - 1e-9:
             return [self._take()]
-        if self._hold_until is not None:
-            if now < self._hold_until - 1e-9:
-                return []
-            self._hold_until = None
         behind = now - self.started_at - self.sent_s - len(self._buffer) / ULAW_RATE - self.slack_s
         if behind >= self.chunk_s - 1e-9:
             frames = int(behind / 0.02 + 1e-9)  # whole 20 ms frames of silence up to now - slack
@@ -80,8 +61,7 @@ class ModelFeed:
         """The next moment ``tick`` may have something to send."""
         if self._buffered_since is not None:
             return self._buffered_since + self.chunk_s
-        due = self.started_at + self.sent_s + self.slack_s + self.chunk_s
-        return due if self._hold_until is None else max(due, self._hold_until)
+        return self.started_at + self.sent_s + self.slack_s + self.chunk_s
 
     def _take(self) -> bytes:
         chunk = bytes(self._buffer)
