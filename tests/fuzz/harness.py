@@ -11,15 +11,21 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
+from mikrovoice.config import Settings
+from mikrovoice.demo import DEMO_FLEET, SEED_QUESTIONS
 from mikrovoice.logs import CallIdFilter
+from mikrovoice.service import ServiceStats, start_simulated_peers
+from mikrovoice.sim.asterisk import AsteriskCaller, CallerScript, CallReport, Line
 
 #: The line a connection that never became a good call ends with (one of them, once).
 CLEAR_LINES = frozenset({
@@ -89,3 +95,57 @@ async def read_until_closed(stream: trio.abc.Stream, within_s: float) -> bool:
             pass
         return True
     return False
+
+
+BadClient = Callable[[int, int, Any, dict[int, bool]], Awaitable[None]]
+
+
+@dataclass
+class BesideRun:
+    """What ``good_call_beside_bad_clients`` saw: the good call, a later call, the log, and which
+    bad connections the server closed by itself."""
+
+    good: CallReport
+    later: CallReport
+    logs: LogCheck
+    closed_by_server: dict[int, bool]
+
+
+def good_call_beside_bad_clients(
+    caplog: pytest.LogCaptureFixture, serve: Callable[..., Awaitable[None]], settings: Settings, line: Line,
+    bads: Sequence[Any], bad_client: BadClient,
+) -> BesideRun:
+    """The service with the simulated peers; a good call (a question that must be answered) beside
+    the bad clients (``bad_client(port, index, bad, closed_by_server)``), then a later call on the
+    same listener. Checked here, for every transport: no crash, the good call answered, the later
+    one greeted, every call ended."""
+    start_capture(caplog)
+    stats = ServiceStats()
+    reports: list[CallReport] = []
+    closed_by_server: dict[int, bool] = {}
+
+    async def good_call(port: int) -> None:
+        reports.append(await AsteriskCaller(CallerScript((SEED_QUESTIONS[0],), line=line)).call("127.0.0.1", port))
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            peers = await start_simulated_peers(nursery, settings, DEMO_FLEET)
+            port = await nursery.start(serve, peers, stats)
+            async with trio.open_nursery() as calls:
+                calls.start_soon(good_call, port)
+                for index, bad in enumerate(bads):
+                    calls.start_soon(bad_client, port, index, bad, closed_by_server)
+            # The listener still takes calls: a later one is greeted.
+            later = AsteriskCaller(CallerScript(line=line), call_id=uuid.UUID(int=999))
+            reports.append(await later.call("127.0.0.1", port))
+            with trio.fail_after(30):  # every call ends: nothing is left open
+                for record in list(stats.calls):
+                    await record.finished.wait()
+            nursery.cancel_scope.cancel()
+
+    run_virtual(main)
+    run = BesideRun(reports[0], reports[-1], LogCheck(list(caplog.records)), closed_by_server)
+    run.logs.assert_no_crash()
+    assert run.good.error is None and run.good.questions[0].answered, "the good call was disturbed"
+    assert run.later.error is None and run.later.heard, "the listener no longer greets a call"
+    return run

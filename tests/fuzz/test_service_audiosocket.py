@@ -20,9 +20,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from mikrovoice.config import Settings
-from mikrovoice.demo import DEMO_FLEET, SEED_QUESTIONS
-from mikrovoice.service import ServiceStats, serve_calls, start_simulated_peers
-from mikrovoice.sim.asterisk import AsteriskCaller, CallerScript, CallReport
+from mikrovoice.service import serve_calls
+from mikrovoice.sim.asterisk import Line
 from mikrovoice.telephony.audiosocket import (
     Audio,
     AudioSocketCodec,
@@ -34,7 +33,7 @@ from mikrovoice.telephony.audiosocket import (
     encode,
 )
 from mikrovoice.telephony.audiosocket_leg import UUID_TIMEOUT_S
-from tests.fuzz.harness import LogCheck, read_until_closed, reset, run_virtual, start_capture
+from tests.fuzz.harness import good_call_beside_bad_clients, read_until_closed, reset
 from tests.fuzz.hostile import audiosocket_frames, chunked, socket_settings
 
 #: How long a bad client that falls silent waits for the server to close before it hangs up.
@@ -112,36 +111,9 @@ async def bad_client(port: int, index: int, bad: BadClient, closed_by_server: di
 
 
 def check_example(bads: list[BadClient], caplog: pytest.LogCaptureFixture) -> None:
-    start_capture(caplog)
-    stats = ServiceStats()
-    reports: list[CallReport] = []
-    closed_by_server: dict[int, bool] = {}
-
-    async def good_call(port: int) -> None:
-        reports.append(await AsteriskCaller(CallerScript((SEED_QUESTIONS[0],))).call("127.0.0.1", port))
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            settings = await start_simulated_peers(nursery, replace(Settings(), listen=("127.0.0.1", 0)), DEMO_FLEET)
-            port = await nursery.start(serve_calls, settings, stats)
-            async with trio.open_nursery() as calls:
-                calls.start_soon(good_call, port)
-                for index, bad in enumerate(bads):
-                    calls.start_soon(bad_client, port, index, bad, closed_by_server)
-            # The listener still takes calls: a later one is greeted.
-            later = await AsteriskCaller(CallerScript(), call_id=uuid.UUID(int=999)).call("127.0.0.1", port)
-            reports.append(later)
-            with trio.fail_after(30):  # every call ends: nothing is left open
-                for record in list(stats.calls):
-                    await record.finished.wait()
-            nursery.cancel_scope.cancel()
-
-    run_virtual(main)
-    good, later = reports[0], reports[-1]
-    logs = LogCheck(list(caplog.records))
-    logs.assert_no_crash()
-    assert good.error is None and good.questions[0].answered, "the good call was disturbed"
-    assert later.error is None and later.heard, "the listener no longer greets a call"
+    run = good_call_beside_bad_clients(caplog, serve_calls, replace(Settings(), listen=("127.0.0.1", 0)), Line(),
+                                       bads, bad_client)
+    good, later, logs, closed_by_server = run.good, run.later, run.logs, run.closed_by_server
     no_call_id = {"call.rejected": 0, "call.no_uuid": 0}
     for index, bad in enumerate(bads):
         line, call_id = expected(bad, index)

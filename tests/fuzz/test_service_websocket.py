@@ -10,7 +10,6 @@ MEDIA_START gave one, and one clear line for a connection that never became a ca
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from dataclasses import dataclass, replace
 
@@ -21,12 +20,18 @@ from hypothesis import strategies as st
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, wrap_client_stream
 
 from mikrovoice.config import Settings
-from mikrovoice.demo import DEMO_FLEET, SEED_QUESTIONS
-from mikrovoice.service import ServiceStats, serve_websocket_calls, start_simulated_peers
-from mikrovoice.sim.asterisk import AsteriskCaller, CallerScript, CallReport, Line
+from mikrovoice.service import ServiceStats, serve_websocket_calls
+from mikrovoice.sim.asterisk import Line
 from mikrovoice.telephony import chan_websocket as cw
 from mikrovoice.telephony.websocket_leg import MEDIA_START_TIMEOUT_S, SUPPORTED_FORMATS
-from tests.fuzz.harness import LogCheck, read_until_closed, reset, run_virtual, start_capture
+from tests.fuzz.harness import (
+    LogCheck,
+    good_call_beside_bad_clients,
+    read_until_closed,
+    reset,
+    run_virtual,
+    start_capture,
+)
 from tests.fuzz.hostile import socket_settings
 from tests.fuzz.test_decoders_chan_websocket import HOSTILE_EVENTS
 
@@ -168,36 +173,9 @@ async def talk(ws: WebSocketConnection, stream: trio.SocketStream, index: int, b
 
 
 def check_example(bads: list[BadWsClient], caplog: pytest.LogCaptureFixture) -> None:
-    start_capture(caplog)
-    stats = ServiceStats()
-    reports: list[CallReport] = []
-    closed_by_server: dict[int, bool] = {}
-
-    async def good_call(port: int) -> None:
-        reports.append(await AsteriskCaller(CallerScript((SEED_QUESTIONS[0],), line=WS_LINE)).call("127.0.0.1", port))
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            settings = replace(Settings(), listen=("127.0.0.1", 0), websocket_listen=("127.0.0.1", 0))
-            settings = await start_simulated_peers(nursery, settings, DEMO_FLEET)
-            port = await nursery.start(serve_websocket_calls, settings, stats)
-            async with trio.open_nursery() as calls:
-                calls.start_soon(good_call, port)
-                for index, bad in enumerate(bads):
-                    calls.start_soon(bad_client, port, index, bad, closed_by_server)
-            later = AsteriskCaller(CallerScript(line=WS_LINE), call_id=uuid.UUID(int=999))
-            reports.append(await later.call("127.0.0.1", port))
-            with trio.fail_after(30):  # every call ends: nothing is left open
-                for record in list(stats.calls):
-                    await record.finished.wait()
-            nursery.cancel_scope.cancel()
-
-    run_virtual(main)
-    good, later = reports[0], reports[-1]
-    logs = LogCheck(list(caplog.records))
-    logs.assert_no_crash()
-    assert good.error is None and good.questions[0].answered, "the good call was disturbed"
-    assert later.error is None and later.heard, "the listener no longer greets a call"
+    settings = replace(Settings(), listen=("127.0.0.1", 0), websocket_listen=("127.0.0.1", 0))
+    run = good_call_beside_bad_clients(caplog, serve_websocket_calls, settings, WS_LINE, bads, bad_client)
+    logs, closed_by_server = run.logs, run.closed_by_server
     want: Counter[tuple[str, str]] = Counter()
     for index, bad in enumerate(bads):
         lines, call_id = expected(bad, index)
