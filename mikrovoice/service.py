@@ -35,6 +35,7 @@ from mikrovoice.routeros.fanout import Fleet
 from mikrovoice.sim.realtime import SimModelConfig, serve_model
 from mikrovoice.sim.routeros import FleetProfile, make_fleet, serve_fleet
 from mikrovoice.telephony.audiosocket_leg import AudioSocketLeg
+from mikrovoice.telephony.clock import FrameClock
 from mikrovoice.telephony.leg import CallerLeg
 from mikrovoice.telephony.server import set_nodelay
 from mikrovoice.telephony.websocket_leg import WebSocketLeg
@@ -82,6 +83,8 @@ class CallService:
         self.stop_requested = trio.Event()
         self.stop_grace_s = settings.shutdown_grace_s
         self.health = Health(max_calls=settings.max_calls)  # what /healthz reports
+        #: One 20 ms playout clock for all the calls over AudioSocket (``telephony.clock``).
+        self.clock = FrameClock()
 
     def request_stop(self, grace_s: float | None = None) -> None:
         """Ask ``run_service`` to stop gracefully (SIGTERM: the configured grace; Ctrl-C: none)."""
@@ -95,8 +98,14 @@ class CallService:
 
     async def handle(self, stream: trio.abc.Stream) -> None:
         """One AudioSocket connection, from its first byte to its end. Never raises (but Cancelled)."""
-        await self.handle_leg(AudioSocketLeg(stream, partial_frame_timeout_s=self.settings.partial_frame_timeout_s,
-                                             caller_in_uuid=self.settings.audiosocket_caller_in_uuid))
+        settings = self.settings
+        leg = AudioSocketLeg(stream, partial_frame_timeout_s=settings.partial_frame_timeout_s,
+                             caller_in_uuid=settings.audiosocket_caller_in_uuid, clock=self.clock,
+                             batch_frames=settings.model_audio_chunk_ms // 20)
+        try:
+            await self.handle_leg(leg)
+        finally:
+            leg.release()  # whatever happened to the call: the clock must let go of its socket
 
     async def handle_websocket(self, stream: trio.abc.Stream) -> None:
         """One chan_websocket connection: the handshake (subprotocol ``media``), then the call."""

@@ -58,6 +58,8 @@ async def test_sigterm_lets_a_short_call_finish(autojump_clock: trio.testing.Moc
             await trio.open_tcp_stream("127.0.0.1", port)
         assert service.health.status()[0] == 503
         await done.wait()
+        with trio.fail_after(1):  # the service hears the hang-up at its clock's next tick for this call
+            await service.stats.calls[0].finished.wait()
         nursery.cancel_scope.cancel()
     call = service.stats.calls[0]
     assert caller.report.questions[0].answered and call.outcome == "completed"

@@ -708,14 +708,15 @@ class CallSession:
         if self.link is not None and self._session_checked:
             self.link.send(client_event)
 
-    def _send_caller_audio(self, chunk: bytes) -> None:
+    def _send_caller_audio(self, chunk: bytes, read_at: float | None = None) -> None:
         """To the model; also kept for a few seconds, so that a new session after a drop hears
         what the caller was saying when the old one died, and what they said meanwhile."""
         now = trio.current_time()
         self._caller_audio.append((now, chunk))
         while self._caller_audio and self._caller_audio[0][0] < now - CALLER_AUDIO_KEPT_S:
             self._caller_audio.popleft()
-        self._send_model(rt.client_append_audio(chunk))
+        if self.link is not None and self._session_checked:
+            self.link.send(rt.client_append_audio(chunk), read_at)
 
     def _unheard_since(self) -> float | None:
         """Since when the model may not have heard the caller whole: their unanswered turn's
@@ -887,7 +888,7 @@ class CallSession:
                     while self._loudness and self._loudness[0][0] < now - 10.0:
                         self._loudness.popleft()
                 for chunk in self.feed.caller_audio(leg_event.ulaw, now):
-                    self._send_caller_audio(chunk)
+                    self._send_caller_audio(chunk, leg_event.read_at)
                 if leg_event.loud_ms:
                     self._check_barge_in()
             elif isinstance(leg_event, Digit) and self.machine.state == "authorising":
@@ -968,11 +969,14 @@ class CallSession:
     async def _model_events(self, link: RealtimeLink, events: trio.MemoryReceiveChannel[rt.ServerEvent]) -> None:
         async with events:
             async for server_event in events:
+                received_at = None
+                if isinstance(server_event, rt.AudioDelta) and link.audio_received_at:
+                    received_at = link.audio_received_at.popleft()
                 if link is not self.link:
                     continue  # a retired session's leftovers
-                self._on_model_event(server_event)
+                self._on_model_event(server_event, received_at)
 
-    def _on_model_event(self, e: rt.ServerEvent) -> None:
+    def _on_model_event(self, e: rt.ServerEvent, received_at: float | None = None) -> None:
         if self.machine.state in ("farewell", "ended"):
             return  # the model is gone; what it had still in flight is moot
         if isinstance(e, rt.AudioDelta):
@@ -985,7 +989,7 @@ class CallSession:
                 self._greeting_audio_at = trio.current_time()
             if kind in ("turn", "report"):
                 self._item_audio.setdefault(e.item_id, bytearray()).extend(pcm)
-            self.playout.enqueue(e.item_id, pcm)
+            self.playout.enqueue(e.item_id, pcm, received_at)
         elif isinstance(e, rt.ResponseCreated):
             self._refusals_in_a_row = 0
             self._turn_awaiting_response = False

@@ -169,6 +169,8 @@ class Metrics:
             self.calls.labels(outcome=outcome)
         for result in (*AUTH_RESULTS, OTHER):
             self.auth_results.labels(result=result)
+        #: The audio path's timings (``mikrovoice.timings``: per frame, too hot for a Histogram).
+        r.register(TimingsCollector())
         for fatal in ("true", "false"):
             self.link_drops.labels(fatal=fatal)
         for effect in ERROR_EFFECTS:

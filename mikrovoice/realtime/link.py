@@ -59,6 +59,7 @@ from mikrovoice.realtime.protocol import (
     encode_client_event,
     parse_server_event,
 )
+from mikrovoice.timings import ADDED_IN
 
 log = logging.getLogger("mikrovoice.realtime")
 
@@ -148,7 +149,10 @@ class RealtimeLink:
         self.connect_timeout_s = connect_timeout_s
         self.max_audio_lag_s = max_audio_lag_s
         #: (queued at, for audio; None for control events, which are never dropped), type, JSON text
-        self._outbox: deque[tuple[float | None, str, str]] = deque()
+        self._outbox: deque[tuple[float | None, str, str, float | None]] = deque()
+        #: When each ``AudioDelta`` passed on was read, in order: the session takes them in the same
+        #: order (the ADDED_OUT timing starts there).
+        self.audio_received_at: deque[float] = deque()
         self._outbox_ready = trio.Event()
         self.dropped_audio = 0
         self.sent_events = 0
@@ -172,11 +176,12 @@ class RealtimeLink:
             self._watch_changed.set()
             self._watch_changed = trio.Event()
 
-    def send(self, client_event: JSON) -> None:
-        """Queue one client event; never blocks, never fails. Stale audio is dropped at send time."""
+    def send(self, client_event: JSON, read_at: float | None = None) -> None:
+        """Queue one client event; never blocks, never fails. Stale audio is dropped at send time.
+        ``read_at``: an append's audio was read off the caller's connection then (ADDED_IN)."""
         kind = str(client_event["type"])
         audio = kind == "input_audio_buffer.append"
-        self._outbox.append((trio.current_time() if audio else None, kind, encode_client_event(client_event)))
+        self._outbox.append((trio.current_time() if audio else None, kind, encode_client_event(client_event), read_at))
         self._outbox_ready.set()
 
     @property
@@ -290,12 +295,14 @@ class RealtimeLink:
                 except ConnectionClosed as exc:
                     outcome.append(LinkClosed(f"closed by the server: {exc.reason}", by_us=False))
                     return
-                self._last_heard = trio.current_time()
+                self._last_heard = received_at = trio.current_time()
                 try:
                     parsed = parse_server_event(message)
                 except RealtimeProtocolError as exc:
                     event(log, "model.bad_event", level=logging.WARNING, error=str(exc))
                     continue
+                if isinstance(parsed, AudioDelta):
+                    self.audio_received_at.append(received_at)
                 if debug:
                     if isinstance(parsed, AudioDelta):
                         counts = streamed.setdefault(parsed.response_id, [0, 0, 0])
@@ -319,7 +326,7 @@ class RealtimeLink:
                 while not self._outbox:
                     self._outbox_ready = trio.Event()
                     await self._outbox_ready.wait()
-                queued_at, kind, text = self._outbox.popleft()
+                queued_at, kind, text, read_at = self._outbox.popleft()
                 if queued_at is not None and trio.current_time() - queued_at > self.max_audio_lag_s:
                     self.dropped_audio += 1
                     continue
@@ -329,6 +336,8 @@ class RealtimeLink:
                     outcome.append(LinkClosed(f"closed while sending: {exc.reason}", by_us=False))
                     return
                 self.sent_events += 1
+                if read_at is not None:
+                    ADDED_IN.observe(trio.current_time() - read_at)
                 if queued_at is None:
                     event(log, "model.send", level=logging.DEBUG, type=kind, bytes=len(text), queued=len(self._outbox))
                 else:

@@ -52,6 +52,31 @@ class SimSocket(trio.abc.Stream):
             peer._inbound += data
             peer._lot.unpark_all()
 
+    def try_send(self, data: bytes) -> int:
+        """``send_all`` without waiting (the playout clock's write): all of it, as a socket's send
+        buffer would take one frame."""
+        if self.closed:
+            raise trio.ClosedResourceError("this end of the connection is closed")
+        peer = self.peer
+        assert peer is not None
+        if peer.closed:
+            raise trio.BrokenResourceError(f"{peer.name} closed the connection (EPIPE)")
+        if data:
+            peer._inbound += data
+            peer._lot.unpark_all()
+        return len(data)
+
+    def try_receive(self) -> bytes | None:
+        """``receive_some`` without waiting (the playout clock's read): None when nothing arrived."""
+        if self.closed:
+            raise trio.ClosedResourceError("this end of the connection is closed")
+        if not self._inbound:
+            return b"" if self._eof else None
+        data = bytes(self._inbound)
+        self._inbound.clear()
+        self.bytes_received += len(data)
+        return data
+
     async def wait_send_all_might_not_block(self) -> None:
         await trio.lowlevel.checkpoint()
 

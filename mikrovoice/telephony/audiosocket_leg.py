@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import deque
 
 import trio
 
@@ -32,6 +33,7 @@ from mikrovoice.telephony import g711
 from mikrovoice.telephony.audiosocket import (
     SAMPLE_RATES,
     Audio,
+    AudioSocketCodec,
     AudioSocketProtocolError,
     CallId,
     Dtmf,
@@ -40,6 +42,7 @@ from mikrovoice.telephony.audiosocket import (
     Kind,
     encode,
 )
+from mikrovoice.telephony.clock import FrameClock, RawPipe, raw_pipe
 from mikrovoice.telephony.leg import (
     WRITE_STALL_S,
     CallerAudio,
@@ -62,12 +65,141 @@ UUID_TIMEOUT_S = 5.0
 SNIFF_HOLD_BYTES = 16000  # one second of 8 kHz slin
 
 
+Inbound = Audio | Dtmf | Hangup | ErrorMessage | CallId | LegEnded
+
+
+class _ClockPort:
+    """A call's AudioSocket connection on the process's ``FrameClock``: each tick reads what arrived
+    (parsed at once, so a digit or the end of the call is seen within the tick) and writes one frame.
+
+    The call's reader task is woken when ``batch`` audio messages are waiting, or anything else, or
+    at a tick that read nothing while audio waits (the caller paused: Asterisk sends no frames
+    during silence suppression, and the end of a question must not wait for the next one).
+    Caller audio goes to the model in chunks of ``batch`` frames anyway, so waking the reader per
+    frame would only cost task switches. Its player task is woken when a frame could not be written
+    whole (it finishes the write, awaiting; the tick skips this call meanwhile) or the peer is gone."""
+
+    def __init__(self, pipe: RawPipe, codec: AudioSocketCodec, batch: int, partial_timeout_s: float) -> None:
+        self.pipe = pipe
+        self.codec = codec
+        self.batch = max(1, batch)
+        self.partial_timeout_s = partial_timeout_s
+        self.inbox: deque[tuple[float, Inbound]] = deque()  # (when read, message)
+        self._audio_waiting = 0  # audio messages queued since the reader last emptied the inbox
+        self._reader = trio.lowlevel.ParkingLot()
+        self._player = trio.lowlevel.ParkingLot()
+        self._reading = True  # until the end of the stream, or a protocol error
+        self._partial_since: float | None = None
+        self.playout: Playout | None = None  # while ``play`` runs
+        self.pending = b""  # the rest of a frame the socket did not take: the player writes it
+        self.broken: BaseException | None = None  # the write side failed: the player returns
+        self.started = False  # the UUID came: from now on the partial-message timeout applies
+
+    def tick(self, deadline: float) -> None:
+        now = trio.current_time()
+        if self._reading:
+            data = self.pipe.try_receive()
+            if data is not None:
+                self._arrived(data, now)
+            else:
+                if self._audio_waiting:  # the caller paused (silence suppression): no frame comes to
+                    self._reader.unpark_all()  # complete the batch, so the last frames go now
+                if self.codec.partial:
+                    self._check_partial(now)
+        playout = self.playout
+        if playout is None or self.pending or self.broken is not None or not self._reading:
+            return  # (not reading: the peer hung up or broke the protocol; the reader says which)
+        message = playout.next_message()
+        try:
+            written = self.pipe.try_send(message)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.broken = exc
+            self._player.unpark_all()
+            return
+        playout.sent(deadline, trio.current_time())
+        if written < len(message):
+            self.pending = message[written:]
+            self._player.unpark_all()
+
+    def peer_closed(self) -> None:
+        if self._reading:
+            data = self.pipe.try_receive()
+            if data is not None:
+                self._arrived(data, trio.current_time())
+
+    def _arrived(self, data: bytes, now: float) -> None:
+        codec = self.codec
+        codec.receive_data(data)
+        wake = False
+        while True:
+            try:
+                message = codec.next_message()
+            except AudioSocketProtocolError as exc:
+                self._end(LegEnded(f"AudioSocket protocol error: {exc}", error=True), now)
+                return
+            if message is None:
+                break
+            self.inbox.append((now, message))
+            if isinstance(message, Audio):
+                self._audio_waiting += 1
+            else:
+                wake = True
+                if isinstance(message, Hangup):
+                    self._reading = False
+                    break
+        if not data:
+            self._reading = False
+        if codec.partial:
+            self._check_partial(now)
+        else:
+            self._partial_since = None
+        if wake or self._audio_waiting >= self.batch:
+            self._reader.unpark_all()
+
+    def _check_partial(self, now: float) -> None:
+        """A message begun must be finished soon (Asterisk writes each in one write); before the
+        UUID, the start's own timeout judges."""
+        if not self.started:
+            return
+        if self._partial_since is None:
+            self._partial_since = now
+        elif now - self._partial_since > self.partial_timeout_s:
+            self._end(LegEnded(f"an AudioSocket message was begun and not finished within "
+                               f"{self.partial_timeout_s:g} s", error=True), now)
+
+    def _end(self, ended: LegEnded, now: float) -> None:
+        self.inbox.append((now, ended))
+        self._reading = False
+        self._reader.unpark_all()
+
+    def failed(self, error: Exception) -> None:
+        self.broken = error
+        if self._reading:
+            self._end(LegEnded(f"internal error in the playout clock: {error!r}", error=True), trio.current_time())
+        self._player.unpark_all()
+
+    async def next_inbound(self) -> tuple[float, Inbound]:
+        while not self.inbox:
+            self._audio_waiting = 0
+            await self._reader.park()
+        return self.inbox.popleft()
+
+    async def wait_player(self) -> None:
+        """Until the player has something to do: a write to finish, or a broken peer."""
+        while not self.pending and self.broken is None:
+            await self._player.park()
+
+
 class AudioSocketLeg:
     transport = "audiosocket"
 
     def __init__(self, stream: trio.abc.Stream, *, partial_frame_timeout_s: float = 1.0,
-                 caller_in_uuid: bool = False) -> None:
+                 caller_in_uuid: bool = False, clock: FrameClock | None = None, batch_frames: int = 1) -> None:
         self.reader = AudioSocketStream(stream)
+        self.clock = clock
+        pipe = raw_pipe(stream) if clock is not None else None
+        self._port = (None if pipe is None
+                      else _ClockPort(pipe, self.reader.codec, batch_frames, partial_frame_timeout_s))
         self.caller_in_uuid = caller_in_uuid
         self.stream = stream
         self.partial_frame_timeout_s = partial_frame_timeout_s
@@ -78,16 +210,20 @@ class AudioSocketLeg:
         self._carry = b""  # a trailing odd byte of slin
         self._resamplers: dict[Kind, Resampler] = {}
         self._frames_in = 0  # debug: caller audio messages received
+        self._read_at = 0.0  # when the message being handled was read off the socket
 
     async def start(self) -> LegStart | None:
         """The UUID message starts the call (and, with ``caller_in_uuid``, tells the caller's number)."""
+        if self._port is not None and self.clock is not None:
+            self.clock.attach(self._port, getattr(self._port.pipe, "fd", None))
         with trio.move_on_after(UUID_TIMEOUT_S):
-            try:
-                message = await self.reader.receive()
-            except AudioSocketProtocolError as exc:
-                event(log, "call.rejected", level=logging.WARNING, error=str(exc))
+            message = await self._next_message(partial_timeout=False)
+            if isinstance(message, LegEnded):
+                event(log, "call.rejected", level=logging.WARNING, error=message.reason)
                 return None
             if isinstance(message, CallId):
+                if self._port is not None:
+                    self._port.started = True
                 return LegStart(str(message.value), caller_from_uuid(message.value) if self.caller_in_uuid else None)
             if isinstance(message, Hangup):
                 event(log, "call.no_uuid", level=logging.WARNING,
@@ -98,8 +234,11 @@ class AudioSocketLeg:
         event(log, "call.no_uuid", level=logging.WARNING, error=f"no UUID within {UUID_TIMEOUT_S:g} s")
         return None
 
-    async def _next_message(self) -> Audio | Dtmf | Hangup | ErrorMessage | CallId | LegEnded:
+    async def _next_message(self, partial_timeout: bool = True) -> Inbound:
         """The next message, or LegEnded when the peer broke the protocol or went quiet."""
+        if self._port is not None:
+            self._read_at, inbound = await self._port.next_inbound()
+            return inbound
         codec = self.reader.codec
         while True:
             try:
@@ -112,7 +251,8 @@ class AudioSocketLeg:
             # A message begun must be finished soon (Asterisk writes each in one write); between
             # messages a caller may be silent for long (silence suppression): the session's
             # inactivity watch decides about that.
-            with trio.move_on_after(self.partial_frame_timeout_s if codec.partial else float("inf")):
+            timeout = self.partial_frame_timeout_s if codec.partial and partial_timeout else float("inf")
+            with trio.move_on_after(timeout):
                 try:
                     data = await self.stream.receive_some(65536)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -120,6 +260,7 @@ class AudioSocketLeg:
             if data is None:
                 return LegEnded(f"an AudioSocket message was begun and not finished within "
                                 f"{self.partial_frame_timeout_s:g} s", error=True)
+            self._read_at = trio.current_time()
             codec.receive_data(data)
 
     async def receive(self) -> LegEvent:
@@ -182,16 +323,16 @@ class AudioSocketLeg:
 
     def _decoded(self, payload: bytes) -> CallerAudio:
         if self.mislabelled is Verdict.ULAW:
-            return CallerAudio(payload, loud_ms(g711.ulaw_to_slin(payload)))
+            return CallerAudio(payload, loud_ms(g711.ulaw_to_slin(payload)), self._read_at)
         if self.mislabelled is Verdict.ALAW:
             slin = g711.alaw_to_slin(payload)
-            return CallerAudio(g711.slin_to_ulaw(slin), loud_ms(slin))
+            return CallerAudio(g711.slin_to_ulaw(slin), loud_ms(slin), self._read_at)
         slin = self._carry + payload
         if len(slin) % 2:
             slin, self._carry = slin[:-1], slin[-1:]
         else:
             self._carry = b""
-        return CallerAudio(g711.slin_to_ulaw(slin), loud_ms(slin))
+        return CallerAudio(g711.slin_to_ulaw(slin), loud_ms(slin), self._read_at)
 
     def _resampled(self, message: Audio) -> CallerAudio | None:
         kind = Kind(message.kind)
@@ -202,9 +343,12 @@ class AudioSocketLeg:
         slin = resampler.process(message.payload)
         if not slin:
             return None
-        return CallerAudio(g711.slin_to_ulaw(slin), loud_ms(slin))
+        return CallerAudio(g711.slin_to_ulaw(slin), loud_ms(slin), self._read_at)
 
     async def play(self, playout: Playout) -> None:
+        if self._port is not None:
+            await self._play_on_clock(self._port, playout)
+            return
         # One watchdog for the whole playout, its deadline pushed on by every frame that goes out
         # (a frame leaves every 20 ms: a cancel scope per frame costs the event loop too much).
         with trio.CancelScope(deadline=trio.current_time() + WRITE_STALL_S) as watchdog:
@@ -222,6 +366,26 @@ class AudioSocketLeg:
         if watchdog.cancelled_caught:
             raise PeerStalled(f"Asterisk read none of our audio for {WRITE_STALL_S:g} s")
 
+    async def _play_on_clock(self, port: _ClockPort, playout: Playout) -> None:
+        """The clock writes the frames; this task finishes a write the socket could not take whole
+        (a peer reading slowly), or returns when the peer is gone."""
+        port.playout = playout
+        try:
+            while True:
+                await port.wait_player()
+                if port.broken is not None:
+                    return  # the caller's side is gone: receive() says so
+                with trio.move_on_after(WRITE_STALL_S):
+                    try:
+                        await self.stream.send_all(port.pending)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        return
+                    port.pending = b""
+                    continue
+                raise PeerStalled(f"Asterisk read none of our audio for {WRITE_STALL_S:g} s")
+        finally:
+            port.playout = None
+
     def barge_in(self, playout: Playout) -> list[Truncation]:
         # What was written was heard: Asterisk neither buffers nor re-times (asterisk-media.md 1.7).
         return playout.flush()
@@ -230,7 +394,13 @@ class AudioSocketLeg:
         event(log, "call.leg_hang_up", level=logging.DEBUG, transport=self.transport)
         await self.stream.send_all(encode(Hangup()))
 
+    def release(self) -> None:
+        """Off the clock (before the stream closes: the clock must never touch a closed descriptor)."""
+        if self._port is not None and self.clock is not None:
+            self.clock.detach(self._port)
+
     async def aclose(self) -> None:
+        self.release()
         await self.stream.aclose()
 
 

@@ -31,6 +31,7 @@ class CallerAudio:
 
     ulaw: bytes
     loud_ms: int = 0  # of it, how many ms were loud enough to be speech (for barge-in)
+    read_at: float | None = None  # when it was read off the connection (for the ADDED_IN timing)
 
 
 @dataclass(frozen=True)

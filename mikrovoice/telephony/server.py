@@ -38,11 +38,15 @@ from mikrovoice.telephony.audiosocket import (
     Role,
     encode,
 )
+from mikrovoice.timings import ADDED_OUT, FRAME_LATENESS
 
 SILENCE_FRAME = bytes(SLIN8_FRAME_BYTES)
 _SILENCE_MESSAGE = encode(Audio(SILENCE_FRAME))
 #: After a stall longer than this, the schedule restarts from now instead of bursting.
 _MAX_LAG = 0.1
+
+#: (when a model audio delta was read off the socket, when its audio was queued)
+Mark = tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -81,8 +85,13 @@ class ComfortSource(Protocol):
 
 class Playout:
     def __init__(self, on_speaking_change: Callable[[bool], None] = lambda speaking: None) -> None:
-        self._frames: deque[tuple[str, bytes]] = deque()
+        #: Whole frames to play: (item, 320 bytes of slin, mark). A frame's mark is set on the first
+        #: frame of a model audio delta: (when the delta was read, when it was queued), for ADDED_OUT.
+        self._frames: deque[tuple[str, bytes, Mark | None]] = deque()
         self._partial: tuple[str, bytearray] | None = None
+        self._partial_mark: Mark | None = None
+        #: The mark of the frame ``take()`` gave last (None: not the first frame of a delta).
+        self.taken_mark: Mark | None = None
         self._played_ms: dict[str, int] = {}
         self._item_bytes: dict[str, int] = {}  # each item's real length: its last frame is padded
         self._current_item: str | None = None
@@ -139,17 +148,21 @@ class Playout:
     def queued_s(self) -> float:
         return len(self._frames) * FRAME_SECONDS
 
-    def enqueue(self, item_id: str, pcm: bytes) -> None:
-        """Queue speech for one output item (any length); frames never mix two items."""
+    def enqueue(self, item_id: str, pcm: bytes, received_at: float | None = None) -> None:
+        """Queue speech for one output item (any length); frames never mix two items.
+        ``received_at``: when this audio was read off the model's socket (marks its first frame)."""
         if self._partial is not None and self._partial[0] != item_id:
             self._pad_partial()
         if self._partial is None:
             self._partial = (item_id, bytearray())
+        if received_at is not None and self._partial_mark is None:
+            self._partial_mark = (received_at, trio.current_time())
         buffer = self._partial[1]
         buffer += pcm
         self._item_bytes[item_id] = self._item_bytes.get(item_id, 0) + len(pcm)
         while len(buffer) >= SLIN8_FRAME_BYTES:
-            self._frames.append((item_id, bytes(buffer[:SLIN8_FRAME_BYTES])))
+            self._frames.append((item_id, bytes(buffer[:SLIN8_FRAME_BYTES]), self._partial_mark))
+            self._partial_mark = None
             del buffer[:SLIN8_FRAME_BYTES]
 
     def end_item(self, item_id: str) -> None:
@@ -160,8 +173,9 @@ class Playout:
         assert self._partial is not None
         item_id, buffer = self._partial
         if buffer:
-            self._frames.append((item_id, bytes(buffer) + bytes(SLIN8_FRAME_BYTES - len(buffer))))
+            self._frames.append((item_id, bytes(buffer) + bytes(SLIN8_FRAME_BYTES - len(buffer)), self._partial_mark))
         self._partial = None
+        self._partial_mark = None
 
     def flush(self) -> list[Truncation]:
         """Barge-in: drop everything queued; say how much of each dropped item was heard.
@@ -170,13 +184,14 @@ class Playout:
         that arrived during the preamble) were not heard at all (0 ms): the model must be told
         of each, or it believes the caller heard an answer they never did."""
         dropped = [self._current_item] if self.speaking and self._current_item is not None else []
-        for item_id, _ in self._frames:
+        for item_id, _, _ in self._frames:
             if item_id not in dropped:
                 dropped.append(item_id)
         if self._partial is not None and self._partial[0] not in dropped:
             dropped.append(self._partial[0])
         self._frames.clear()
         self._partial = None
+        self._partial_mark = None
         self._comfort_on = self._comfort_playing = False  # at once: no fade-out over the caller
         self._comfort_tail.clear()
         return [Truncation(item_id, self.played_ms(item_id)) for item_id in dropped]
@@ -196,18 +211,20 @@ class Playout:
         dropped: list[str] = []
         if self.speaking and self._current_item is not None and drop(self._current_item):
             dropped.append(self._current_item)
-        kept: deque[tuple[str, bytes]] = deque()
-        for item_id, frame in self._frames:
+        kept: deque[tuple[str, bytes, Mark | None]] = deque()
+        for queued in self._frames:
+            item_id = queued[0]
             if drop(item_id):
                 if item_id not in dropped:
                     dropped.append(item_id)
             else:
-                kept.append((item_id, frame))
+                kept.append(queued)
         self._frames = kept
         if self._partial is not None and drop(self._partial[0]):
             if self._partial[0] not in dropped:
                 dropped.append(self._partial[0])
             self._partial = None
+            self._partial_mark = None
         return [Truncation(item_id, self.played_ms(item_id)) for item_id in dropped]
 
     @property
@@ -225,8 +242,9 @@ class Playout:
         Taking a speech frame counts it as played (``played_ms``): the transport sends it now."""
         if self._frames or not self.waiting or self.has_sound:
             self._dead_air_run = 0
+        self.taken_mark = None
         if self._frames:
-            item_id, frame = self._frames.popleft()
+            item_id, frame, self.taken_mark = self._frames.popleft()
             self._current_item = item_id
             self._played_ms[item_id] = self._played_ms.get(item_id, 0) + int(FRAME_SECONDS * 1000)
             self._set_speaking(True)
@@ -249,9 +267,18 @@ class Playout:
             self.dead_air_max_frames = max(self.dead_air_max_frames, self._dead_air_run)
         return _SILENCE
 
-    def _next_frame(self) -> bytes:
+    def next_message(self) -> bytes:
+        """``take()``, as the AudioSocket message that carries it."""
         frame = self.take()
         return _SILENCE_MESSAGE if frame is _SILENCE else encode(Audio(frame.pcm))
+
+    def sent(self, deadline: float, now: float) -> None:
+        """The frame ``next_message()`` gave was written at ``now``, due at ``deadline``: the timings."""
+        FRAME_LATENESS.observe(now - deadline)
+        mark = self.taken_mark
+        if mark is not None:
+            received_at, queued_at = mark
+            ADDED_OUT.observe(now - max(deadline, queued_at) + (queued_at - received_at))
 
     def _set_speaking(self, speaking: bool) -> None:
         if speaking != self.speaking:
@@ -267,8 +294,9 @@ class Playout:
             await self._silent.wait()
 
     async def run(self, send: Callable[[bytes], Awaitable[None]]) -> None:
-        """Pace frames out forever (until cancelled)."""
-        await pace_frames(self._next_frame, send, on_late=self._count_late)
+        """Pace frames out forever (until cancelled), on a schedule of this playout's own (a stream
+        the shared clock cannot write to without awaiting: ``telephony.clock``)."""
+        await pace_frames(self.next_message, send, on_late=self._count_late, on_sent=self.sent)
 
     def _count_late(self) -> None:
         self.late_frames += 1
@@ -279,6 +307,7 @@ async def pace_frames(
     send: Callable[[bytes], Awaitable[None]],
     on_late: Callable[[], None] = lambda: None,
     idle: Callable[[], Awaitable[None]] | None = None,
+    on_sent: Callable[[float, float], None] | None = None,
 ) -> None:
     """Send ``next_frame()`` every 20 ms against a monotonic deadline, forever.
 
@@ -296,8 +325,10 @@ async def pace_frames(
             deadline = trio.current_time()
             continue
         await send(frame)
-        deadline += FRAME_SECONDS
         now = trio.current_time()
+        if on_sent is not None:
+            on_sent(deadline, now)
+        deadline += FRAME_SECONDS
         if now - deadline > _MAX_LAG:
             on_late()
             deadline = now
