@@ -10,10 +10,11 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -25,11 +26,9 @@ from mikrovoice.net import StartupError
 log = logging.getLogger("mikrovoice.service")
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from mikrovoice.logs import add_observer, remove_observer
-    from mikrovoice.ops import Metrics, serve_http
-    from mikrovoice.service import CallService, run_service, start_simulated_peers
-
+def _serve_settings(args: argparse.Namespace) -> Settings:
+    """The settings ``serve`` runs with: the file (every check), or the simulators' defaults, and
+    the command line's listen addresses. ``ConfigError`` on the first mistake."""
     if args.simulate:
         settings = load(args.config) if args.config else Settings()
     elif args.config:
@@ -44,52 +43,171 @@ def _serve(args: argparse.Namespace) -> int:
                               "\"open\" lets anyone who reaches the port use the assistant)")
     else:
         raise ConfigError("serve needs --config FILE, or --simulate")
-    for warning in settings.warnings:
-        event(log, "config.warning", level=logging.WARNING, warning=warning)
     if args.listen:
         settings = replace(settings, listen=parse_hostport(args.listen))
     if args.websocket_listen:
         settings = replace(settings, websocket_listen=parse_hostport(args.websocket_listen))
+    return settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from mikrovoice.workers import worker_count
+
+    settings = _serve_settings(args)
+    if args.worker is None and worker_count(args.workers) > 1:
+        return _supervise(args, settings, worker_count(args.workers))
+    return _serve_one(args, settings)
+
+
+def _serve_one(args: argparse.Namespace, settings: Settings) -> int:
+    """One process: the whole service, or worker ``args.worker`` of ``serve --workers``."""
+    from mikrovoice.logs import add_observer, remove_observer
+    from mikrovoice.ops import Metrics, serve_http
+    from mikrovoice.service import CallService, run_service, start_simulated_peers
+    from mikrovoice.workers import STOP_NOW, watch_control, with_simulated_peers
+
+    worker: int | None = args.worker
+    for warning in settings.warnings if worker is None else ():  # (a worker's supervisor has said them)
+        event(log, "config.warning", level=logging.WARNING, warning=warning)
+    if args.simulate and args.simulated_peers:  # a worker: the supervisor's simulators
+        settings = with_simulated_peers(settings, args.simulated_peers)
     interrupted = False
 
     async def main() -> None:
-        nonlocal settings, interrupted
+        nonlocal settings
         async with trio.open_nursery() as nursery:
-            if args.simulate:
+            if args.simulate and not args.simulated_peers:
                 settings = await start_simulated_peers(nursery, settings)
             service = CallService(settings)
+            service.health.worker = worker
             metrics = Metrics(tools=[spec.name for spec in service.tools.specs],
-                              routers=[router.name for router in settings.routers])
+                              routers=[router.name for router in settings.routers],
+                              const_labels=None if worker is None else {"worker": str(worker)})
             add_observer(metrics.observe)
             try:
                 if settings.metrics_listen is not None:
                     host, port = settings.metrics_listen
+                    port += worker or 0  # worker i: the configured port + i
                     try:
                         await nursery.start(serve_http, host, port, metrics, service.health)
                     except OSError as exc:
                         raise StartupError(f"cannot listen on {host}:{port} (metrics): {exc.strerror or exc}") from None
                 with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                    nursery.start_soon(_stop_on_signals, signals, service, nursery.cancel_scope)
-                    await run_service(settings, service)
+                    stop = partial(_stop, service, nursery.cancel_scope)
+                    nursery.start_soon(_stop_on_signals, signals, stop)
+                    if args.control_fd is not None:
+                        nursery.start_soon(watch_control, args.control_fd,
+                                           lambda request: stop(request, now=request == STOP_NOW, supervisor=True))
+                    await run_service(settings, service, reuse_port=worker is not None)
             finally:
                 remove_observer(metrics.observe)
             nursery.cancel_scope.cancel()  # the simulated peers, the signal watcher, /metrics
 
-    async def _stop_on_signals(signals: AsyncIterator[int], service: CallService, scope: trio.CancelScope) -> None:
+    def _stop(service: CallService, scope: trio.CancelScope, name: str, *, now: bool, supervisor: bool = False) -> None:
+        """Stop as signal ``name`` asks: SIGTERM after the grace, SIGINT at once (with the goodbye);
+        ``now``: without waiting. A request of the supervisor to a worker already stopping changes nothing."""
         nonlocal interrupted
-        async for signum in signals:
-            name = signal.Signals(signum).name
-            if service.stop_requested.is_set():  # a second signal: no more waiting
-                event(log, "service.stop_now", level=logging.WARNING, signal=name)
-                scope.cancel()
-                return
-            interrupted = interrupted or signum == signal.SIGINT
-            grace = 0.0 if signum == signal.SIGINT else None  # Ctrl-C: goodbye now; SIGTERM: the grace
-            event(log, "service.stop_requested", signal=name, grace_s=settings.shutdown_grace_s if grace is None else 0)
-            service.request_stop(grace)
+        if now:
+            event(log, "service.stop_now", level=logging.WARNING, signal=name)
+            scope.cancel()
+            return
+        interrupted = interrupted or name == "SIGINT"
+        if service.stop_requested.is_set():
+            return
+        grace = 0.0 if name == "SIGINT" else None  # Ctrl-C: goodbye now; SIGTERM: the grace
+        fields: dict[str, Any] = {"by": "supervisor"} if supervisor else {}
+        event(log, "service.stop_requested", signal=name, grace_s=settings.shutdown_grace_s if grace is None else 0,
+              **fields)
+        service.request_stop(grace)
 
     trio.run(main)
     return 130 if interrupted else 0
+
+
+async def _stop_on_signals(signals: AsyncIterator[int], stop: Callable[..., None]) -> None:
+    """The first signal stops gracefully (``stop``); a second one stops at once."""
+    received = 0
+    async for signum in signals:
+        received += 1
+        stop(signal.Signals(signum).name, now=received > 1)
+
+
+def _supervise(args: argparse.Namespace, settings: Settings, count: int) -> int:
+    """``serve --workers N`` (N > 1): check once, hold the ports, start the simulators once, run the workers."""
+    from mikrovoice.net import check_port_free, reserve_port, reuse_port_supported
+    from mikrovoice.service import start_simulated_peers
+    from mikrovoice.workers import Supervisor, WorkersFailed, hostport, simulated_peers_json, worker_command
+    from mikrovoice.workers import log as workers_log
+
+    for warning in settings.warnings:
+        event(log, "config.warning", level=logging.WARNING, warning=warning)
+    if not reuse_port_supported():
+        raise StartupError("--workers needs SO_REUSEPORT (Linux 3.9 or later, a BSD, macOS): run one process")
+    metrics_range = None
+    if settings.metrics_listen is not None:
+        host, first = settings.metrics_listen
+        last = first + count - 1
+        metrics_range = f"{hostport(host, first)}..{last}"
+        if last > 65535:
+            raise ConfigError(f"[service] metrics_listen: {count} workers need ports {first}..{last} (worker i on "
+                              "the port + i), past 65535")
+        for name, address in (("[audiosocket] listen", settings.listen),
+                              ("[websocket] listen", settings.websocket_listen)):
+            if address is not None and first <= address[1] <= last and _hosts_overlap(host, address[0]):
+                raise ConfigError(f"[service] metrics_listen: {count} workers need ports {first}..{last} (worker i "
+                                  f"on the port + i), and {name} is port {address[1]}")
+    held = []
+    try:
+        host, port = settings.listen
+        port, sockets = reserve_port(host, port, "service.listening")
+        held += sockets
+        listen = hostport(host, port)
+        websocket_listen = None
+        if settings.websocket_listen is not None:
+            ws_host, ws_port = settings.websocket_listen
+            ws_port, sockets = reserve_port(ws_host, ws_port, "service.listening_websocket")
+            held += sockets
+            websocket_listen = hostport(ws_host, ws_port)
+        if settings.metrics_listen is not None:
+            host, first = settings.metrics_listen
+            for i in range(count):
+                check_port_free(host, first + i, f"metrics of worker {i}")
+
+        async def main() -> int:
+            async with trio.open_nursery() as nursery:
+                peers = None
+                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    if args.simulate:
+                        peers = simulated_peers_json(await start_simulated_peers(nursery, settings))
+                    supervisor = Supervisor(count, lambda index, control_fd: worker_command(
+                        index=index, control_fd=control_fd, listen=listen, websocket_listen=websocket_listen,
+                        config=args.config, simulated_peers=peers, verbose=args.verbose, log_format=args.log_format),
+                        pin_cpus=args.pin_cpus)
+                    nursery.start_soon(supervisor.watch_signals, signals)
+                    event(workers_log, "workers.starting", workers=count, listen=listen, websocket=websocket_listen or "-",
+                          metrics=metrics_range or "-", pin_cpus=args.pin_cpus, simulate=args.simulate)
+                    try:
+                        return await supervisor.run()
+                    finally:
+                        nursery.cancel_scope.cancel()  # the signal watcher, the simulated peers
+
+        try:
+            return trio.run(main)
+        except BaseException as raised:  # noqa: B036  # the one failure inside Trio's exception groups
+            failure = _only(raised)
+            if isinstance(failure, WorkersFailed):
+                print(f"mikrovoice: {failure}", file=sys.stderr)
+                return failure.status
+            raise
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def _hosts_overlap(host1: str, host2: str) -> bool:
+    """Whether two listen hosts can clash on a port: the same, or either a wildcard."""
+    wildcard = {"0.0.0.0", "::", ""}
+    return host1 in wildcard or host2 in wildcard or host1 == host2
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -253,6 +371,15 @@ def _sim_call(args: argparse.Namespace) -> int:
     return 0 if report.questions and all(q.answered for q in report.questions) and not report.error else 1
 
 
+def _workers_arg(text: str) -> int | str:
+    from mikrovoice.workers import parse_workers
+
+    try:
+        return parse_workers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mikrovoice.sim.asterisk import CODECS, MODES, SILENCE_MODES, TRANSPORTS
 
@@ -270,6 +397,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--simulate", action="store_true", help="use the simulated model and router fleet")
     serve.add_argument("--listen", help="AudioSocket HOST:PORT (overrides the file)")
     serve.add_argument("--websocket-listen", help="chan_websocket HOST:PORT (overrides the file's [websocket] listen)")
+    serve.add_argument("--workers", type=_workers_arg, default=1, metavar="N|auto",
+                       help="N worker processes sharing the listening ports (SO_REUSEPORT), supervised: restarted "
+                            "when they die, stopped together; worker i serves metrics on [service] metrics_listen's "
+                            "port + i. auto: one per CPU. Default 1: one process, no supervisor")
+    serve.add_argument("--pin-cpus", action="store_true",
+                       help="with --workers: run worker i on the i-th CPU only (sched_setaffinity)")
+    # Set by the supervisor on its workers' command lines, never by hand:
+    serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--control-fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--simulated-peers", help=argparse.SUPPRESS)
     serve.set_defaults(run=_serve)
 
     check = sub.add_parser(
@@ -370,7 +507,8 @@ def _only(exc: BaseException) -> BaseException:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command not in ("demo", "simulate", "check-config"):
-        configure(logging.DEBUG if args.verbose else logging.INFO, fmt=args.log_format)
+        configure(logging.DEBUG if args.verbose else logging.INFO, fmt=args.log_format,
+                  worker=getattr(args, "worker", None))
     try:
         result: int = args.run(args)
         return result

@@ -15,6 +15,11 @@ Two line formats (``configure(fmt=...)``):
   ``fields``, ``exc``, ``stack``) goes under ``fields`` instead; a value JSON cannot hold is
   written as its ``str``; ``exc`` is the traceback when the record has one.
 
+A worker of ``serve --workers N`` (``configure(worker=i)``) marks each of its lines: ``worker=<i>``
+before ``call=`` in text, a ``worker`` key (an integer, after ``level``) in JSON; in that process
+an event field named ``worker`` goes under ``fields``. Lines of a single process, or of the
+supervisor, carry no such mark (the supervisor's events about a worker have a ``worker`` field).
+
 Observers (``add_observer``) see every ``event()`` as ``(name, fields, level)`` *before* the
 logger's level is checked, so metrics count events whatever the log level. An observer that
 raises does not break the caller: the failure is logged once per observer, at WARNING.
@@ -112,24 +117,34 @@ def _jsonable(value: Any, depth: int = 0) -> Any:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line (see the module docstring)."""
+    """One JSON object per line (see the module docstring); ``worker``: the process's index under
+    ``serve --workers``, written on every line."""
+
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self.worker = worker
+        self.fixed_keys = FIXED_KEYS if worker is None else FIXED_KEYS | {"worker"}
 
     def format(self, record: logging.LogRecord) -> str:
         ts = datetime.fromtimestamp(record.created, UTC)
         line: dict[str, Any] = {
             "ts": ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z",
             "level": record.levelname,
+        }
+        if self.worker is not None:
+            line["worker"] = self.worker
+        line.update({
             "logger": record.name,
             "call": getattr(record, "call_id", None) or call_id.get(),
             "event": getattr(record, "event", None) or None,
             "msg": record.getMessage(),
-        }
+        })
         fields = getattr(record, "fields", None)
         if isinstance(fields, Mapping):
             clashing: dict[str, Any] = {}
             for key, value in fields.items():
                 key = str(key)
-                if key in FIXED_KEYS:
+                if key in self.fixed_keys:
                     clashing[key] = _jsonable(value)
                 else:
                     line[key] = _jsonable(value)
@@ -146,12 +161,18 @@ class JsonFormatter(logging.Formatter):
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s call=%(call_id)s %(name)s: %(message)s"
 
+
+def text_format(worker: int | None = None) -> str:
+    """The text line format; a worker's lines say ``worker=<i>`` before the call id."""
+    return TEXT_FORMAT if worker is None else TEXT_FORMAT.replace(" call=", f" worker={worker} call=", 1)
+
 _installed: logging.Handler | None = None
 
 
 def configure(level: int = logging.INFO, stream: TextIO | None = None,
-              fmt: Literal["text", "json"] | str = "text") -> logging.Handler:
-    """Log the ``mikrovoice`` loggers at ``level`` to ``stream`` (stderr), as ``text`` or ``json``.
+              fmt: Literal["text", "json"] | str = "text", worker: int | None = None) -> logging.Handler:
+    """Log the ``mikrovoice`` loggers at ``level`` to ``stream`` (stderr), as ``text`` or ``json``;
+    ``worker``: this process is worker ``worker`` of ``serve --workers`` and every line says so.
 
     Called again, it replaces the handler it installed before. Returns the handler."""
     global _installed
@@ -159,7 +180,7 @@ def configure(level: int = logging.INFO, stream: TextIO | None = None,
         raise ValueError(f"unknown log format {fmt!r}: use 'text' or 'json'")
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(CallIdFilter())
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter(worker) if fmt == "json" else logging.Formatter(text_format(worker)))
     root = logging.getLogger("mikrovoice")
     if _installed is not None:
         root.removeHandler(_installed)

@@ -13,7 +13,6 @@ point at them.
 from __future__ import annotations
 
 import logging
-import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -29,7 +28,7 @@ from mikrovoice.call.prompts import Prompts
 from mikrovoice.call.session import CallRecord, CallSession
 from mikrovoice.config import Settings
 from mikrovoice.logs import event
-from mikrovoice.net import Dialer, StartupError, open_tcp
+from mikrovoice.net import Dialer, listen_error, open_tcp, open_tcp_listeners
 from mikrovoice.ops import Health
 from mikrovoice.routeros.fanout import Fleet
 from mikrovoice.sim.realtime import SimModelConfig, serve_model
@@ -174,11 +173,12 @@ class CallService:
 async def _listen(
     where: tuple[str, int], handle: Callable[[trio.abc.Stream], Awaitable[None]],
     task_status: trio.TaskStatus[int], name: str, tidy: Callable[[], Awaitable[None]],
-    calls: trio.Nursery | None = None, **fields: Any,
+    calls: trio.Nursery | None = None, reuse_port: bool = False, **fields: Any,
 ) -> None:
     """Serve ``handle`` on TCP at ``where`` (TCP_NODELAY on each connection); ``started()`` gets the bound port.
     ``tidy`` runs beside the listener (the router pool's: idle connections close on time, calls or not).
-    Connections run in ``calls`` when given (the service's: closing the listener leaves them be)."""
+    Connections run in ``calls`` when given (the service's: closing the listener leaves them be).
+    ``reuse_port``: share the port with the other workers of ``serve --workers`` (``SO_REUSEPORT``)."""
 
     async def handler(stream: trio.SocketStream) -> None:
         set_nodelay(stream)
@@ -186,12 +186,9 @@ async def _listen(
 
     host, port = where
     try:
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        listeners = await open_tcp_listeners(port, host, reuse_port=reuse_port)
     except OSError as exc:  # in use, not ours, or a name that does not resolve
-        reason = exc.strerror or str(exc)
-        if isinstance(exc, socket.gaierror):
-            reason = f"cannot resolve {host!r} ({reason})"
-        raise StartupError(f"cannot listen on {host}:{port} ({name}): {reason}") from None
+        raise listen_error(exc, host, port, name) from None
     bound = listeners[0].socket.getsockname()[1]
     event(log, name, host=host, port=bound, **fields)
     task_status.started(bound)
@@ -206,12 +203,13 @@ async def serve_calls(
     *,
     dial: Dialer = open_tcp,
     service: CallService | None = None,
+    reuse_port: bool = False,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen for Asterisk's AudioSocket; ``started()`` hands back the bound port."""
     service = service or CallService(settings, stats, dial)
     await _listen(settings.listen, service.handle, task_status, "service.listening", service.tools.fleet.pool.tidy,
-                  service.call_nursery, routers=len(settings.routers), max_calls=settings.max_calls,
+                  service.call_nursery, reuse_port, routers=len(settings.routers), max_calls=settings.max_calls,
                   auth=settings.auth.require,
                   endpoint=settings.realtime_url.split("?", 1)[0], model=settings.model)
 
@@ -222,6 +220,7 @@ async def serve_websocket_calls(
     *,
     dial: Dialer = open_tcp,
     service: CallService | None = None,
+    reuse_port: bool = False,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen for Asterisk's chan_websocket (``Dial(WebSocket/...)``); ``started()`` hands back the port."""
@@ -229,7 +228,7 @@ async def serve_websocket_calls(
         raise ValueError("no [websocket] listen address configured")
     service = service or CallService(settings, stats, dial)
     await _listen(settings.websocket_listen, service.handle_websocket, task_status, "service.listening_websocket",
-                  service.tools.fleet.pool.tidy, service.call_nursery, subprotocol="media")
+                  service.tools.fleet.pool.tidy, service.call_nursery, reuse_port, subprotocol="media")
 
 
 @dataclass(frozen=True)
@@ -239,18 +238,21 @@ class Ports:
 
 
 async def run_service(
-    settings: Settings, service: CallService, *, task_status: trio.TaskStatus[Ports] = trio.TASK_STATUS_IGNORED,
+    settings: Settings, service: CallService, *, reuse_port: bool = False,
+    task_status: trio.TaskStatus[Ports] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The whole service until ``service.request_stop()``, then a graceful stop: the listeners close at once
     (Asterisk's next call goes to another instance, or fails over in the dialplan), the calls in
-    progress go on for the grace period, then hear the shutdown prompt and end."""
+    progress go on for the grace period, then hear the shutdown prompt and end. ``reuse_port``: a
+    worker of ``serve --workers``, sharing its ports with the others (``SO_REUSEPORT``)."""
     async with trio.open_nursery() as calls:
         service.call_nursery = calls
         async with trio.open_nursery() as listening:
-            audiosocket = await listening.start(partial(serve_calls, settings, service=service))
+            audiosocket = await listening.start(partial(serve_calls, settings, service=service, reuse_port=reuse_port))
             websocket = None
             if settings.websocket_listen is not None:
-                websocket = await listening.start(partial(serve_websocket_calls, settings, service=service))
+                websocket = await listening.start(partial(serve_websocket_calls, settings, service=service,
+                                                          reuse_port=reuse_port))
             service.health.listening = True
             task_status.started(Ports(audiosocket, websocket))
             await service.stop_requested.wait()

@@ -3,7 +3,8 @@
 Trio moves the bytes, h11 parses and frames HTTP (sans-IO). ``GET`` and ``HEAD`` only:
 
 - ``/metrics``: 200, ``Metrics.render()`` (OpenMetrics when the Accept header asks for it);
-- ``/healthz``: ``Health.status()`` as JSON: 200 ``ok``, 503 ``starting`` or ``draining``;
+- ``/healthz``: ``Health.status()`` as JSON: 200 ``ok``, 503 ``starting`` or ``draining`` (a worker of
+  ``serve --workers`` also says its ``worker`` index and ``pid``, and serves on the metrics port + its index);
 - any other path 404, any other method 405, a malformed request 400 (then the connection closes).
 
 It never trusts the peer: each connection lives at most ``connection_timeout_s`` (a slowloris

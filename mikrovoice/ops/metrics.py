@@ -39,12 +39,18 @@ metric                                         labels               from
                                                                     refused, locked_out, timeout, other
 =============================================  ===================  ==========================================
 
+Under ``serve --workers N`` each worker has its own ``Metrics`` (``const_labels={"worker": "<i>"}``):
+its registry (``LabelledRegistry``) adds that label to every sample of every collector registered
+on it, those above and any added later, so Prometheus tells the workers apart (sum them with
+``sum without (worker) (...)``). Without ``const_labels`` the samples are as listed.
+
 ``Health`` is what ``/healthz`` answers: the service sets its fields as it starts, serves and drains.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -52,10 +58,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
 
 from mikrovoice import logs
 from mikrovoice.realtime.protocol import ErrorEffect
 from mikrovoice.routeros.errors import Reason
+from mikrovoice.timings import TimingsCollector
 
 OTHER = "other"
 OUTCOMES = ("completed", "caller_hung_up", "model_unavailable", "auth_refused", "busy", "shutdown", "error")
@@ -109,16 +117,37 @@ def _installed_version() -> str:
         return "unknown"
 
 
+class LabelledRegistry(CollectorRegistry):
+    """A ``CollectorRegistry`` whose every sample, from any collector registered on it, also carries
+    ``const_labels`` (a worker's index). A collector's own label of the same name wins."""
+
+    def __init__(self, const_labels: Mapping[str, str] | None = None) -> None:
+        super().__init__()
+        self.const_labels = dict(const_labels or {})
+
+    def collect(self) -> Iterable[Metric]:
+        if not self.const_labels:
+            yield from super().collect()
+            return
+        for metric in super().collect():
+            labelled = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+            labelled.samples = [sample._replace(labels={**self.const_labels, **sample.labels})
+                                for sample in metric.samples]
+            yield labelled
+
+
 class Metrics:
     """The service's Prometheus metrics (see the module docstring), fed by ``observe``.
 
     ``tools``: the tool names the model may call (``[s.name for s in NocTools(...).specs]``);
     ``routers``: the inventory's router names. Without them the first ``max_label_values`` names
-    seen are labels and the rest ``other``."""
+    seen are labels and the rest ``other``. ``const_labels``: on every sample (a worker's
+    ``{"worker": "<i>"}``), also of collectors registered on ``registry`` later."""
 
     def __init__(self, *, version: str | None = None, tools: Iterable[str] | None = None,
-                 routers: Iterable[str] | None = None, max_label_values: int = 256) -> None:
-        self.registry = CollectorRegistry()
+                 routers: Iterable[str] | None = None, max_label_values: int = 256,
+                 const_labels: Mapping[str, str] | None = None) -> None:
+        self.registry: CollectorRegistry = LabelledRegistry(const_labels)
         r = self.registry
         self._tool = BoundedLabel(tools, cap=64)
         self._router = BoundedLabel(routers, cap=max_label_values)
@@ -274,13 +303,15 @@ class Health:
     """What ``/healthz`` reports; the service updates the fields as it runs.
 
     ``listening``: the call listeners are bound; ``draining``: SIGTERM received, no new calls;
-    ``started_at``: wall-clock time (``time.time()``) the service started."""
+    ``started_at``: wall-clock time (``time.time()``) the service started; ``worker``: this
+    process's index under ``serve --workers`` (then the body also says ``worker`` and ``pid``)."""
 
     listening: bool = False
     draining: bool = False
     active_calls: int = 0
     max_calls: int = 0
     started_at: float = field(default_factory=time.time)
+    worker: int | None = None
 
     def status(self) -> tuple[int, dict[str, Any]]:
         """(HTTP status, JSON body): 200 ``ok`` when listening and not draining; else 503
@@ -291,6 +322,9 @@ class Health:
             "max_calls": self.max_calls,
             "uptime_s": round(max(0.0, time.time() - self.started_at), 1),
         }
+        if self.worker is not None:
+            body["worker"] = self.worker
+            body["pid"] = os.getpid()
         if self.draining:
             body["status"] = "draining"
         elif not self.listening:

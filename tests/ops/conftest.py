@@ -15,14 +15,14 @@ Capture = Callable[..., io.StringIO]
 
 @pytest.fixture
 def log_capture() -> Iterator[Capture]:
-    """``log_capture(level, fmt)`` configures the ``mikrovoice`` loggers to a StringIO it returns."""
+    """``log_capture(level, fmt, worker)`` configures the ``mikrovoice`` loggers to a StringIO it returns."""
     root = logging.getLogger("mikrovoice")
     level = root.level
     handlers: list[logging.Handler] = []
 
-    def capture(level: int = logging.INFO, fmt: str = "json") -> io.StringIO:
+    def capture(level: int = logging.INFO, fmt: str = "json", worker: int | None = None) -> io.StringIO:
         stream = io.StringIO()
-        handlers.append(logs.configure(level, stream=stream, fmt=fmt))
+        handlers.append(logs.configure(level, stream=stream, fmt=fmt, worker=worker))
         return stream
 
     yield capture

@@ -96,6 +96,25 @@ def test_the_text_format_is_unchanged(log_capture: Capture) -> None:
                         r"call.started transport=audiosocket caller=-\n", out.getvalue())
 
 
+def test_a_workers_lines_carry_its_index(log_capture: Capture) -> None:
+    text = log_capture(logging.INFO, "text", worker=3)
+    event(log, "call.started", transport="audiosocket", caller="-")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO worker=3 call=- mikrovoice.test: "
+                        r"call.started transport=audiosocket caller=-\n", text.getvalue())
+    out = log_capture(logging.INFO, "json", worker=3)
+    event(log, "workers.exited", worker=1)  # a field of that name cannot pass for the line's worker
+    (line,) = lines(out.getvalue())
+    assert line["worker"] == 3 and line["fields"] == {"worker": 1}
+    assert list(line)[:3] == ["ts", "level", "worker"]
+
+
+def test_without_a_worker_index_a_worker_field_stays_a_field(log_capture: Capture) -> None:
+    out = log_capture(logging.INFO, "json")
+    event(log, "workers.exited", worker=1, status="exit 0")  # the supervisor's lines
+    (line,) = lines(out.getvalue())
+    assert line["worker"] == 1 and "fields" not in line
+
+
 def test_configure_again_replaces_its_handler_and_refuses_unknown_formats(log_capture: Capture) -> None:
     first = log_capture(logging.INFO, "text")
     second = log_capture(logging.INFO, "json")

@@ -170,3 +170,36 @@ def test_health_status() -> None:
     assert body["uptime_s"] >= 0
     health.draining = True
     assert health.status()[0] == 503 and health.status()[1]["status"] == "draining"
+
+
+def test_a_workers_metrics_all_carry_its_label_also_those_added_later() -> None:
+    from prometheus_client import Gauge
+    from prometheus_client.core import GaugeMetricFamily
+
+    metrics = Metrics(version="1.2.3", tools=TOOLS, const_labels={"worker": "2"})
+    metrics.observe("tool.called", {"tool": "ping"}, logging.INFO)
+    assert metrics.registry.get_sample_value("mikrovoice_tool_calls_total", {"worker": "2", "tool": "ping"}) == 1.0
+    assert metrics.registry.get_sample_value("mikrovoice_tool_calls_total", {"tool": "ping"}) is None
+
+    class Clock:  # a custom collector, as the playout clock's histograms are
+        def collect(self) -> Iterator[GaugeMetricFamily]:
+            yield GaugeMetricFamily("mikrovoice_test_clock", "A custom collector.", value=7.0)
+
+    metrics.registry.register(Clock())
+    Gauge("mikrovoice_test_later", "Registered after the start.", ["kind"], registry=metrics.registry).labels("a").set(1)
+    assert metrics.registry.get_sample_value("mikrovoice_test_clock", {"worker": "2"}) == 7.0
+    assert metrics.registry.get_sample_value("mikrovoice_test_later", {"worker": "2", "kind": "a"}) == 1.0
+    body, _ = metrics.render()
+    samples = [line for line in body.decode().splitlines() if line and not line.startswith("#")]
+    assert samples and all('worker="2"' in line for line in samples)
+    openmetrics, _ = metrics.render("application/openmetrics-text; version=1.0.0")
+    assert b'mikrovoice_build_info{version="1.2.3",worker="2"} 1.0' in openmetrics  # the encoder sorts labels
+    assert openmetrics.endswith(b"# EOF\n")
+
+
+def test_a_workers_health_says_which_worker_and_process() -> None:
+    import os
+
+    assert "worker" not in Health().status()[1] and "pid" not in Health().status()[1]
+    status, body = Health(listening=True, worker=1).status()
+    assert status == 200 and body["worker"] == 1 and body["pid"] == os.getpid()
