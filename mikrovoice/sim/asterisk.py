@@ -28,8 +28,8 @@ import random
 import re
 import uuid
 import wave
-from array import array
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,7 +57,6 @@ from mikrovoice.telephony.audiosocket import (
     encode,
 )
 from mikrovoice.telephony.resample import Resampler
-from mikrovoice.telephony.server import pace_frames
 
 log = logging.getLogger("mikrovoice.sim.caller")
 
@@ -107,6 +106,15 @@ def _purity(samples: np.ndarray) -> float:
     return min(1.0, 2.0 * float(power.max()) / (samples.size * energy))
 
 
+_HALF = SLIN8_FRAME_BYTES // 4  # samples in half a 20 ms frame at 8 kHz: 80
+# The 80-point DFT of bins 1..40 (what ``np.fft.rfft`` gives, DC excluded) as one real matrix,
+# cosine columns then sine columns: both halves of a frame are one (2, 80) @ (80, 80) product.
+# The same powers as the FFT up to rounding (1e-12 relative); every frame of a call goes through
+# this, and a small FFT costs numpy several microseconds of Python overhead per call.
+_HALF_ANGLES = 2.0 * np.pi * np.outer(np.arange(_HALF), np.arange(1, _HALF // 2 + 1)) / _HALF
+_HALF_DFT = np.ascontiguousarray(np.concatenate([np.cos(_HALF_ANGLES), np.sin(_HALF_ANGLES)], axis=1))
+
+
 def tone_purity(payload: bytes) -> float:
     """The share of the energy in the strongest DFT bin (DC excluded) of the purer half of the
     frame: 1.0 for a pure tone. Halves, because audio that went through a real PBX (or a
@@ -114,6 +122,14 @@ def tone_purity(payload: bytes) -> float:
     lies within one symbol whatever the offset, and every ToneVoice frequency (500-2200 Hz, 100 Hz
     apart) is an exact bin of an 80-point DFT too. The comfort texture stays under 0.67."""
     samples = np.frombuffer(payload, "<i2", len(payload) // 2).astype(np.float64)
+    if samples.size == 2 * _HALF:  # a 20 ms frame at 8 kHz: both halves at once
+        halves = samples.reshape(2, _HALF)
+        dft = halves @ _HALF_DFT
+        dft *= dft
+        powers = (dft[:, : _HALF // 2] + dft[:, _HALF // 2 :]).max(axis=1).tolist()
+        first, second = np.einsum("ij,ij->i", halves, halves).tolist()
+        return min(1.0, max(2.0 * powers[0] / (_HALF * first) if first > 0.0 else 0.0,
+                            2.0 * powers[1] / (_HALF * second) if second > 0.0 else 0.0))
     if samples.size < 160:
         return _purity(samples)
     half = samples.size // 2
@@ -123,6 +139,34 @@ def tone_purity(payload: bytes) -> float:
 def is_speech(payload: bytes) -> bool:
     """The frame is the assistant speaking: loud enough for speech and a ToneVoice tone, not noise."""
     return voice.block_rms(payload) >= voice.SPEECH_RMS and tone_purity(payload) >= TONE_PURITY
+
+
+#: After a stall longer than this, the channel's timer restarts from now instead of bursting.
+_MAX_LAG_S = 0.1
+
+
+async def _pace(next_frame: Callable[[], bytes | None], send: Callable[[bytes], Awaitable[None]],
+                idle: Callable[[], Awaitable[None]]) -> None:
+    """The channel's 20 ms timer: ``send(next_frame())`` against a monotonic deadline, forever.
+
+    ``next_frame()`` returns None while the phone sends nothing (silence suppression): then
+    ``idle()`` is awaited and the schedule restarts when it returns. After a stall of more than
+    ``_MAX_LAG_S`` the schedule restarts from now: frames are never burst to catch up. (Asterisk's
+    own timing, kept here rather than borrowed from the service's playout, which it stands apart from.)
+    """
+    deadline = trio.current_time()
+    while True:
+        frame = next_frame()
+        if frame is None:
+            await idle()
+            deadline = trio.current_time()
+            continue
+        await send(frame)
+        deadline += FRAME_SECONDS
+        now = trio.current_time()
+        if now - deadline > _MAX_LAG_S:
+            deadline = now
+        await trio.sleep_until(deadline)
 
 
 #: A caller repeats a question at most this many times when the assistant asks.
@@ -298,11 +342,9 @@ class AsteriskCaller:
             digits = "".join(c for c in script.line.caller_id if c.isdigit())[-12:].rjust(12, "0")
             self.call_id = uuid.UUID(str(self.call_id).rsplit("-", 1)[0] + "-" + digits)
         self.report = CallReport(str(self.call_id))
-        rng = random.Random(seed)
-        self._noise = [
-            array("h", (rng.randint(-40, 40) for _ in range(SLIN8_FRAME_BYTES // 2))).tobytes()
-            for _ in range(_NOISE_FRAMES)
-        ]
+        # Line noise: uniform in [-40, 40] (about -63 dBFS), drawn at once for all frames.
+        noise = np.random.default_rng(seed).integers(-40, 41, size=(_NOISE_FRAMES, SLIN8_FRAME_BYTES // 2))
+        self._noise: list[bytes] = [frame.tobytes() for frame in noise.astype("<i2")]
         self._noise_index = 0
         self._utterances: deque[_Utterance] = deque()
         self._digits: list[str] = []
@@ -455,7 +497,7 @@ class AsteriskCaller:
                 await self._ws_send(ws, frame)
 
         try:
-            await pace_frames(next_frame, send, idle=self._idle)
+            await _pace(next_frame, send, idle=self._idle)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed):
             return
 
@@ -566,8 +608,10 @@ class AsteriskCaller:
 
     def _next_frame(self) -> bytes | None:
         """AudioSocket: the next audio message (and DTMF messages), as Asterisk writes them."""
-        digits = b"".join(bytes((Kind.DTMF, 0, 1)) + d.encode("latin-1") for d in self._digits)
-        self._digits.clear()
+        digits = b""
+        if self._digits:
+            digits = b"".join(bytes((Kind.DTMF, 0, 1)) + d.encode("latin-1") for d in self._digits)
+            self._digits.clear()
         slin = self._next_payload()
         if slin is None:
             return digits or None
@@ -589,7 +633,7 @@ class AsteriskCaller:
                 await stream.send_all(data)
 
         try:
-            await pace_frames(self._next_frame, send, idle=self._idle)
+            await _pace(self._next_frame, send, idle=self._idle)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
 

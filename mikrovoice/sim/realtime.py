@@ -81,6 +81,7 @@ DISCONNECT_TIMEOUT_S = 2.0  # for the WebSocket close handshake once a session i
 MAX_SESSION_S = 3600.0  # "The maximum duration of a Realtime session is 60 minutes"
 _MAX_UNCOMMITTED_BLOCKS = 6000  # 120 s of input audio kept for input_audio_buffer.commit
 _SLIN_BLOCK = 320  # 20 ms of 8 kHz 16-bit audio: what VAD and the tone-voice decoder work on
+_RECENT_BYTES = 16000  # the last second of input (8 kHz PCM): the most prefix padding there is
 
 #: What the real service says when it refuses the WebSocket handshake: status -> (type, code, message).
 HANDSHAKE_REFUSALS: dict[int, tuple[str, str | None, str]] = {
@@ -138,6 +139,9 @@ class SimModelConfig:
     #: "session": the session id, "dir": "in" | "out", "event": the event (None for a frame
     #: that is not a JSON value, whose text is then under "raw")}; ``TranscriptFile`` writes them
     transcript: Callable[[dict[str, Any]], None] | None = None
+    #: False: ``transcript`` receives only the events the session receives ("in"), which spares
+    #: re-reading every event it sends (an audio delta every 25 ms) for a reader that skips them
+    transcript_out: bool = True
 
 
 # --------------------------------------------------------------------------- fault specs
@@ -1138,7 +1142,7 @@ class SimRealtimeSession:
         except _GONE as exc:
             self._closed(exc)
             return
-        if self.config.transcript is not None:
+        if self.config.transcript is not None and self.config.transcript_out:
             self._record("out", json.loads(text))
         self._sent[kind] += 1
         drop_on = self.faults.drop_on
@@ -1595,17 +1599,26 @@ class SimRealtimeSession:
             return
         slin = fmt.decode(bytes(self._input[: count * block]))
         del self._input[: count * block]
+        # Every block's RMS at once, bit for bit voice.block_rms's: exact integer sums of squares.
+        wide = np.frombuffer(slin, "<i2", count * _SLIN_BLOCK // 2).astype(np.int64).reshape(count, _SLIN_BLOCK // 2)
+        energies = np.einsum("ij,ij->i", wide, wide).tolist()
+        # Only a session.update changes the settings, and it is handled after this event is.
+        detection = self._vad_settings()
+        loud_rms = silence_ms = 0.0
+        if detection is not None:
+            loud_rms = voice.SPEECH_RMS * 2 * float(self._setting(detection, "threshold", 0.5))
+            silence_ms = int(self._setting(detection, "silence_duration_ms", 500))
         for i in range(count):
-            detection = self._vad_settings()
             pcm = slin[i * _SLIN_BLOCK : (i + 1) * _SLIN_BLOCK]
             start_ms = self._input_ms
             self._input_ms += 20
-            self._recent = (self._recent + pcm)[-16000:]
+            self._recent += pcm
+            if len(self._recent) > 2 * _RECENT_BYTES:  # trimmed now and then, not copied per block
+                del self._recent[:-_RECENT_BYTES]
             if detection is None:
                 self._uncommitted.append(pcm)
                 continue
-            threshold = float(self._setting(detection, "threshold", 0.5))
-            loud = voice.block_rms(pcm) >= voice.SPEECH_RMS * 2 * threshold
+            loud = math.sqrt(energies[i] / (_SLIN_BLOCK // 2)) >= loud_rms
             if self._speech is None:
                 self._uncommitted.append(pcm)
                 if loud:
@@ -1613,12 +1626,13 @@ class SimRealtimeSession:
             else:
                 self._speech += pcm
                 self._silent_ms = 0 if loud else self._silent_ms + 20
-                if self._silent_ms >= int(self._setting(detection, "silence_duration_ms", 500)):
+                if self._silent_ms >= silence_ms:
                     await self._speech_stopped(detection)
 
     async def _speech_started(self, detection: dict[str, Any], start_ms: int, block: bytes) -> None:
         prefix_blocks = int(self._setting(detection, "prefix_padding_ms", 300)) // 20
-        prefix = bytes(self._recent[-_SLIN_BLOCK * (prefix_blocks + 1) : -_SLIN_BLOCK]) if prefix_blocks else b""
+        recent = self._recent[-_RECENT_BYTES:]
+        prefix = bytes(recent[-_SLIN_BLOCK * (prefix_blocks + 1) : -_SLIN_BLOCK]) if prefix_blocks else b""
         self._speech = bytearray(prefix + block)
         self._speech_item = self.ids("item")
         self._speech_start_ms = start_ms
@@ -2065,7 +2079,7 @@ async def _session(
             "type": "invalid_request_error", "code": "beta_api_shape_disabled", "param": None, "event_id": None,
             "message": "The beta Realtime API shape is disabled; remove the OpenAI-Beta header."}}
         await ws.send_message(json.dumps(refusal))
-        if config.transcript is not None:
+        if config.transcript is not None and config.transcript_out:
             config.transcript({"t": round(trio.current_time() - session_log.started_at, 6), "session": "",
                                "dir": "out", "event": refusal})
         with trio.move_on_after(DISCONNECT_TIMEOUT_S):

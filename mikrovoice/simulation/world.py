@@ -20,6 +20,7 @@ import random
 import re
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -197,7 +198,7 @@ async def _run(scenario: Scenario, settings: Settings, logs: list[LogLine]) -> C
         async def serve_model(stream: trio.abc.Stream) -> None:
             faulty = next(sessions) < scenario.model_fault_sessions
             config = SimModelConfig(api_key=API_KEY, faults=scenario.model if faulty else scenario.model_after,
-                                    transcript=partial(_keep_tool_outputs, outputs))
+                                    transcript=partial(_keep_tool_outputs, outputs), transcript_out=False)
             await serve_model_stream(stream, config=config, ledger=ledger)
 
         net.listen(MODEL_HOST, 80, serve_model, "model")
@@ -267,10 +268,12 @@ def _seed_scheduler(seed: int) -> None:
         scheduler_random.seed(seed)
 
 
-def simulate_call(scenario: Scenario, settings: Settings) -> CallObservation:
-    """Run one scenario to its end on the virtual clock (in its own ``trio.run``), the same way each time."""
+def simulate_call(scenario: Scenario, settings: Settings,
+                  instruments: Sequence[trio.abc.Instrument] = ()) -> CallObservation:
+    """Run one scenario to its end on the virtual clock (in its own ``trio.run``), the same way each
+    time. ``instruments`` watch the run (a profile of its tasks: ``bench/simulation_speed.py``)."""
     _seed_scheduler(scenario.seed)
     start = time.perf_counter()
-    observation = trio.run(run_scenario, scenario, settings, clock=EventClock())
+    observation = trio.run(run_scenario, scenario, settings, clock=EventClock(), instruments=instruments)
     observation.wall_s = time.perf_counter() - start
     return observation

@@ -63,6 +63,13 @@ ASTERISK_DTMF = DTMF_DIGITS | frozenset("abcdX")
 _FROM_ASTERISK = frozenset({Kind.HANGUP, Kind.UUID, Kind.DTMF, Kind.ERROR}) | frozenset(range(Kind.SLIN, Kind.SLIN192 + 1))
 
 
+#: Each kind by its byte, and 0x00 as a plain int: ``next_message`` runs for every 20 ms frame, and
+#: an enum call or an enum member's attribute lookup costs more than the rest of the parsing.
+_KINDS: dict[int, Kind] = {kind.value: kind for kind in Kind}
+_HANGUP = int(Kind.HANGUP)
+_UUID = int(Kind.UUID)
+
+
 class AudioSocketProtocolError(Exception):
     """The peer sent something the real peer would reject; the session must end."""
 
@@ -171,24 +178,27 @@ class AudioSocketCodec:
             self._closed = True
 
     def next_message(self) -> Message | None:
-        if len(self._buffer) < HEADER_SIZE:
+        buffer = self._buffer
+        if len(buffer) < HEADER_SIZE:
             return self._at_end_of_buffer()
-        kind_byte = self._buffer[0]
-        length = int.from_bytes(self._buffer[1:3], "big")
-        if self.role is Role.ASTERISK:
-            self._check_from_server(kind_byte, length)
-        else:
+        kind_byte = buffer[0]
+        length = (buffer[1] << 8) | buffer[2]
+        server = self.role is Role.SERVER
+        if server:
             self._check_from_asterisk(kind_byte, length)
-        if len(self._buffer) < HEADER_SIZE + length:
+        else:
+            self._check_from_server(kind_byte, length)
+        end = HEADER_SIZE + length
+        if len(buffer) < end:
             return self._at_end_of_buffer()
-        payload = bytes(self._buffer[HEADER_SIZE : HEADER_SIZE + length])
-        del self._buffer[: HEADER_SIZE + length]
-        if self.role is Role.SERVER:
+        payload = bytes(buffer[HEADER_SIZE:end])
+        del buffer[:end]
+        if server:
             return self._from_asterisk(kind_byte, payload)
-        if kind_byte == Kind.HANGUP:
+        if kind_byte == _HANGUP:
             self._hangup_reported = True
             return Hangup()
-        return Audio(payload, Kind(kind_byte))
+        return Audio(payload, _KINDS[kind_byte])
 
     def _at_end_of_buffer(self) -> Message | None:
         if not self._closed:
@@ -204,7 +214,7 @@ class AudioSocketCodec:
 
     def _check_from_server(self, kind: int, length: int) -> None:
         # What res_audiosocket.c accepts from the server (asterisk-media.md section 1.6).
-        if kind != Kind.HANGUP and kind not in AUDIO_KINDS:
+        if kind != _HANGUP and kind not in AUDIO_KINDS:
             name = Kind(kind).name if kind in Kind._value2member_map_ else "unknown"
             raise AudioSocketProtocolError(
                 f"received AudioSocket kind 0x{kind:02x} ({name}) from the server; Asterisk accepts "
@@ -217,18 +227,19 @@ class AudioSocketCodec:
     def _check_from_asterisk(self, kind: int, length: int) -> None:
         # Decided on the header alone: an unknown kind announcing a large length must not keep
         # the call (and its paid model session) open while that many bytes arrive.
-        if kind not in _FROM_ASTERISK:
+        if kind in AUDIO_KINDS:
+            if length == 0:
+                raise AudioSocketProtocolError("zero-length audio message from Asterisk")
+        elif kind not in _FROM_ASTERISK:
             raise AudioSocketProtocolError(
                 f"unknown AudioSocket kind 0x{kind:02x} from Asterisk (length {length}); Asterisk sends "
                 "only 0x01 (UUID), 0x03 (DTMF) and 0x10-0x18 (audio)"
             )
-        if kind in AUDIO_KINDS and length == 0:
-            raise AudioSocketProtocolError("zero-length audio message from Asterisk")
-        if not self._seen_uuid and kind != Kind.UUID:
+        if not self._seen_uuid and kind != _UUID:
             raise AudioSocketProtocolError(
                 f"first AudioSocket message must be the UUID (kind 0x01), got kind 0x{kind:02x}"
             )
-        if kind == Kind.UUID and (self._seen_uuid or length != 16):
+        if kind == _UUID and (self._seen_uuid or length != 16):
             raise AudioSocketProtocolError(
                 "a second UUID message arrived in the same session" if self._seen_uuid
                 else f"UUID message must carry 16 bytes, got {length}"
@@ -236,13 +247,13 @@ class AudioSocketCodec:
 
     def _from_asterisk(self, kind: int, payload: bytes) -> Message:
         # The header passed _check_from_asterisk: the kind is known and allowed here.
-        if kind == Kind.UUID:
+        if kind == _UUID:
             self._seen_uuid = True
             return CallId(uuid.UUID(bytes=payload))
         if kind in AUDIO_KINDS:
             # Any length: slin is even, but a mislabelled G.711 stream need not be (the leg
             # keeps a trailing odd byte for the next message).
-            return Audio(payload, Kind(kind))
+            return Audio(payload, _KINDS[kind])
         if kind == Kind.DTMF:
             return Dtmf(payload.decode("latin-1"))
         if kind == Kind.HANGUP:

@@ -102,6 +102,30 @@ def test_silence_and_quiet_noise_are_dead_air() -> None:
     assert [is_sound(source.next_frame()) for _ in range(8)].index(True) <= 4
 
 
+def fft_purity(frame: bytes) -> float:
+    """tone_purity's definition: the strongest non-DC bin's share of each 10 ms half's energy, by FFT."""
+    samples = np.frombuffer(frame, "<i2").astype(np.float64)
+    shares = []
+    for half in (samples[:80], samples[80:]):
+        energy = float(half @ half)
+        spectrum = np.fft.rfft(half)
+        power = spectrum.real[1:] ** 2 + spectrum.imag[1:] ** 2
+        shares.append(0.0 if energy <= 0.0 else min(1.0, 2.0 * float(power.max()) / (80 * energy)))
+    return max(shares)
+
+
+def test_the_purity_of_a_frame_is_its_fft_definition() -> None:
+    # 20 ms frames take a matrix product instead of two FFTs: the same shares up to rounding,
+    # on and off the grid, companded, for noise, comfort audio, a lone click and silence.
+    speech = voice.speak("Sigo consultando: 3 de 12.")
+    shifted = g711.ulaw_to_slin(g711.slin_to_ulaw(bytes(2 * 37) + speech))
+    every = (frames(speech) + frames(shifted[: len(shifted) // 320 * 320]) + noise_frames(-20.0, 50)
+             + texture(-36.0, 50) + [SILENCE, b"\x01\x00" + bytes(318)])
+    assert all(len(f) == 320 for f in every)
+    assert max(abs(asterisk.tone_purity(f) - fft_purity(f)) for f in every) < 1e-9
+    assert asterisk.tone_purity(SILENCE) == 0.0
+
+
 # --- the caller's listening ---------------------------------------------------------------------------
 
 

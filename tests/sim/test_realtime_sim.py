@@ -1075,6 +1075,17 @@ async def test_the_transcript_has_every_event_in_and_out(autojump_clock: trio.te
     assert [abbreviate_audio(r["event"]) for r in records] == [line["event"] for line in lines]  # nothing else changed
 
 
+async def test_a_transcript_of_what_comes_in_only(autojump_clock: trio.testing.MockClock) -> None:
+    records: list[dict[str, Any]] = []
+    async with memory_client(SimModelConfig(transcript=records.append, transcript_out=False)) as ws:
+        await next_event(ws, "session.created")
+        await ws.send_message(json.dumps(rt.client_append_audio(b"\xff" * 160)))
+        await ws.send_message(json.dumps(GREETING))
+        await next_event(ws, "response.done")
+    assert [(r["dir"], r["event"]["type"]) for r in records] == [("in", "input_audio_buffer.append"),
+                                                                 ("in", "response.create")]
+
+
 # --------------------------------------------------------------------------- a replayed conversation goes on
 
 
