@@ -15,8 +15,10 @@ takes no connection) and that only ``SO_REUSEPORT`` sockets of the same user can
 from __future__ import annotations
 
 import errno
+import os
 import socket
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import trio
 
@@ -144,3 +146,54 @@ def check_port_free(host: str, port: int, name: str) -> None:
                 probe.bind(address)
     except OSError as exc:
         raise listen_error(exc, host, port, name) from None
+
+
+# -- writing and reading without awaiting -------------------------------------------------------
+#
+# The playout clock (``telephony.clock``) moves every call's frames in one task, and the model link
+# writes caller audio as soon as it is ready (``realtime.link``): neither can afford a task switch per
+# message, so both write (and the clock reads) a connection's bytes without awaiting when they can.
+
+
+class RawPipe(Protocol):
+    def try_send(self, data: bytes) -> int:
+        """Write what fits now; return how many bytes were taken (0: the buffer is full).
+        Raises ``trio.BrokenResourceError`` when the peer is gone."""
+        ...
+
+    def try_receive(self) -> bytes | None:
+        """What has arrived (b"": end of stream, the peer closed); None: nothing yet."""
+        ...
+
+
+class FdPipe:
+    """A connected ``trio.SocketStream``'s descriptor, written and read without waiting (Trio's
+    sockets are non-blocking). Only while the stream is open: the port detaches before closing."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def try_send(self, data: bytes) -> int:
+        try:
+            return os.write(self.fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:  # EPIPE, ECONNRESET: the peer is gone
+            raise trio.BrokenResourceError(f"write failed: {exc.strerror or exc}") from exc
+
+    def try_receive(self) -> bytes | None:
+        try:
+            return os.read(self.fd, 65536)
+        except BlockingIOError:
+            return None
+        except OSError:  # ECONNRESET and the like: the connection is over, as after a close
+            return b""
+
+
+def raw_pipe(stream: trio.abc.Stream) -> RawPipe | None:
+    """The pipe the clock can use for ``stream``, or None (the per-call playout then)."""
+    if isinstance(stream, trio.SocketStream):
+        return FdPipe(stream.socket.fileno())
+    if callable(getattr(stream, "try_send", None)) and callable(getattr(stream, "try_receive", None)):
+        return stream  # type: ignore[return-value]  # SimSocket: a RawPipe of its own
+    return None

@@ -21,7 +21,7 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 #: Upper bounds of the buckets, in seconds (the last bucket is +Inf).
 BOUNDS: tuple[float, ...] = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25,
@@ -80,12 +80,30 @@ ADDED_OUT = Timing("mikrovoice_added_latency_seconds", _ADDED_HELP, (("direction
 ALL = (FRAME_LATENESS, ADDED_IN, ADDED_OUT)
 
 
+@dataclass
+class Count:
+    name: str
+    help: str
+    value: int = 0
+
+
+#: The playout clock's troubles (``telephony.clock``), counted per process.
+CLOCK_RESTARTS = Count("mikrovoice_playout_clock_restarts_total",
+                       "Times the playout clock woke more than 100 ms late and restarted its schedule "
+                       "(every call then missed at least one frame).")
+WRITE_STALLS = Count("mikrovoice_playout_write_stalls_total",
+                     "Frames a caller's socket could not take at once (its send buffer full): the call's "
+                     "own task finished the write, and the call skipped its ticks meanwhile.")
+COUNTS = (CLOCK_RESTARTS, WRITE_STALLS)
+
+
 class TimingsCollector:
     """The three timings as Prometheus histograms (``_bucket``, ``_sum``, ``_count``), plus a gauge
     of each one's maximum since the process started (``..._max_seconds``)."""
 
-    def __init__(self, timings: tuple[Timing, ...] = ALL) -> None:
+    def __init__(self, timings: tuple[Timing, ...] = ALL, counts: tuple[Count, ...] = COUNTS) -> None:
         self.timings = timings
+        self.counts = counts
 
     def collect(self) -> Iterator[Metric]:
         families: dict[str, HistogramMetricFamily] = {}
@@ -107,3 +125,5 @@ class TimingsCollector:
         for name, family in families.items():
             yield family
             yield maxima[name]
+        for count in self.counts:
+            yield CounterMetricFamily(count.name.removesuffix("_total"), count.help, value=count.value)

@@ -889,6 +889,7 @@ class CallSession:
                         self._loudness.popleft()
                 for chunk in self.feed.caller_audio(leg_event.ulaw, now):
                     self._send_caller_audio(chunk, leg_event.read_at)
+                self.leg.expect_audio(self.feed.frames_to_chunk())
                 if leg_event.loud_ms:
                     self._check_barge_in()
             elif isinstance(leg_event, Digit) and self.machine.state == "authorising":
@@ -949,6 +950,7 @@ class CallSession:
             await trio.sleep_until(self.feed.next_due())
             for chunk in self.feed.tick(trio.current_time()):
                 self._send_caller_audio(chunk)
+                self.leg.expect_audio(self.feed.frames_to_chunk())
 
     async def _recycle_clock(self) -> None:
         """OpenAI ends a session at 60 minutes: past ``session_recycle_s``, offer ``recycle_due``

@@ -34,10 +34,11 @@ from trio_websocket import (
     WebSocketConnection,
     wrap_client_stream,
 )
+from wsproto.events import TextMessage
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from mikrovoice.logs import event
-from mikrovoice.net import Dialer, open_tcp
+from mikrovoice.net import Dialer, RawPipe, open_tcp, raw_pipe
 from mikrovoice.realtime.protocol import (
     JSON,
     AudioDelta,
@@ -158,6 +159,10 @@ class RealtimeLink:
         self.sent_events = 0
         self._serve_scope: trio.CancelScope | None = None
         self._finished = trio.Event()
+        #: While connected over plain TCP: the connection and its socket, for ``_send_now``.
+        self._ws: WebSocketConnection | None = None
+        self._pipe: RawPipe | None = None
+        self._unsent = b""  # the rest of a frame ``_send_now`` began: the writer sends it first
 
     async def aclose(self) -> None:
         """Close the link gracefully (WebSocket close handshake) and wait until it is closed."""
@@ -181,8 +186,36 @@ class RealtimeLink:
         ``read_at``: an append's audio was read off the caller's connection then (ADDED_IN)."""
         kind = str(client_event["type"])
         audio = kind == "input_audio_buffer.append"
-        self._outbox.append((trio.current_time() if audio else None, kind, encode_client_event(client_event), read_at))
+        text = encode_client_event(client_event)
+        if audio and self._send_now(text):
+            self.sent_events += 1
+            if read_at is not None:
+                ADDED_IN.observe(trio.current_time() - read_at)
+            return
+        self._outbox.append((trio.current_time() if audio else None, kind, text, read_at))
         self._outbox_ready.set()
+
+    def _send_now(self, text: str) -> bool:
+        """Write one message at once, from the caller's task, when nothing else is being written:
+        caller audio goes out ten times a second per call, and handing each to the writer task
+        cost three task switches (its wake-up, trio-websocket's lock and its ``send_all``). Only
+        over plain TCP; the frame is trio-websocket's own (``_wsproto``), written under the same
+        rule its lock enforces (nobody else mid-write). False: queue it for the writer."""
+        ws, pipe = self._ws, self._pipe
+        if ws is None or pipe is None or self._outbox or self._unsent:
+            return False
+        lock, wsproto = getattr(ws, "_stream_lock", None), getattr(ws, "_wsproto", None)
+        if lock is None or wsproto is None or lock.locked() or ws.closed is not None:
+            return False  # (a trio-websocket without these internals: the writer's way, always)
+        data = wsproto.send(TextMessage(data=text))
+        try:
+            written = pipe.try_send(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return True  # the connection is gone; the reader is about to say so
+        if written < len(data):
+            self._unsent = data[written:]
+            self._outbox_ready.set()
+        return True
 
     @property
     def last_heard(self) -> float | None:
@@ -267,6 +300,8 @@ class RealtimeLink:
             context = self._ssl_context or ssl.create_default_context()
             stream = trio.SSLStream(stream, context, server_hostname=host, https_compatible=True)
             streams.append(stream)
+        else:
+            self._pipe = raw_pipe(stream)  # plain TCP: caller audio may be written at once (_send_now)
         host_header = host if port in (80, 443) else f"{host}:{port}"
         resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         headers = [(b"Authorization", f"Bearer {self._api_key}".encode())]
@@ -318,14 +353,27 @@ class RealtimeLink:
                               audio_ms=audio_bytes // 8, transcript_deltas=transcript)
                     else:
                         event(log, "model.recv", level=logging.DEBUG, **_received_fields(parsed))
-                await events.send(parsed)
+                try:  # without a yield per event: the session takes all the queued ones in one wake-up
+                    events.send_nowait(parsed)
+                except trio.WouldBlock:
+                    await events.send(parsed)
 
         async def writer() -> None:
             audio_sent = 0  # debug: appends sent since the last summary
             while True:
-                while not self._outbox:
+                while not self._outbox and not self._unsent:
                     self._outbox_ready = trio.Event()
                     await self._outbox_ready.wait()
+                if self._unsent:  # the end of a frame _send_now began: before anything else
+                    stream = getattr(ws, "_stream")  # noqa: B009  (trio-websocket's, as _send_now)
+                    try:
+                        async with getattr(ws, "_stream_lock"):  # noqa: B009
+                            await stream.send_all(self._unsent)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        outcome.append(LinkClosed("closed while sending: the connection broke", by_us=False))
+                        return
+                    self._unsent = b""
+                    continue
                 queued_at, kind, text, read_at = self._outbox.popleft()
                 if queued_at is not None and trio.current_time() - queued_at > self.max_audio_lag_s:
                     self.dropped_audio += 1
@@ -375,10 +423,15 @@ class RealtimeLink:
                 if regular:
                     next_ping = self._last_heard + self.ping_interval_s
 
-        async with trio.open_nursery() as nursery:
-            self._serve_scope = nursery.cancel_scope
-            for task in (reader, writer, pinger):
-                nursery.start_soon(_first_to_finish_cancels, task, nursery.cancel_scope)
+        self._ws = ws
+        try:
+            async with trio.open_nursery() as nursery:
+                self._serve_scope = nursery.cancel_scope
+                for task in (reader, writer, pinger):
+                    nursery.start_soon(_first_to_finish_cancels, task, nursery.cancel_scope)
+        finally:
+            self._ws = self._pipe = None  # the close handshake is the library's
+            self._unsent = b""
         return outcome[0] if outcome else LinkClosed("closed by us", by_us=True)
 
 

@@ -29,6 +29,7 @@ from collections import deque
 import trio
 
 from mikrovoice.logs import event
+from mikrovoice.net import RawPipe, raw_pipe
 from mikrovoice.telephony import g711
 from mikrovoice.telephony.audiosocket import (
     SAMPLE_RATES,
@@ -42,7 +43,7 @@ from mikrovoice.telephony.audiosocket import (
     Kind,
     encode,
 )
-from mikrovoice.telephony.clock import FrameClock, RawPipe, raw_pipe
+from mikrovoice.telephony.clock import FrameClock
 from mikrovoice.telephony.leg import (
     WRITE_STALL_S,
     CallerAudio,
@@ -57,6 +58,7 @@ from mikrovoice.telephony.loudness import loud_ms
 from mikrovoice.telephony.resample import Resampler
 from mikrovoice.telephony.server import AudioSocketStream, Playout, Truncation
 from mikrovoice.telephony.sniff import SlinSniffer, Verdict
+from mikrovoice.timings import WRITE_STALLS
 
 log = logging.getLogger("mikrovoice.call")
 
@@ -119,6 +121,7 @@ class _ClockPort:
         playout.sent(deadline, trio.current_time())
         if written < len(message):
             self.pending = message[written:]
+            WRITE_STALLS.value += 1
             self._player.unpark_all()
 
     def peer_closed(self) -> None:
@@ -287,9 +290,29 @@ class AudioSocketLeg:
             if self._frames_in == 1:
                 event(log, "call.leg_first_frame", level=logging.DEBUG, transport=self.transport,
                       kind=f"0x{int(message.kind):02x}", bytes=len(message.payload))
+            if self._port is not None and message.kind == Kind.SLIN and self._settled:
+                message = self._gathered(self._port, message)
             audio = self._caller_audio(message)
             if audio is not None:
                 return audio
+
+    @property
+    def _settled(self) -> bool:
+        """The sniffer has its final word: frames may be decoded together."""
+        return self.sniffer.verdict is not Verdict.UNDECIDED and not self.sniffer.provisional
+
+    def _gathered(self, port: _ClockPort, first: Audio) -> Audio:
+        """``first`` and the slin frames queued right behind it, as one message: decoded, measured and
+        handed to the call in one go (the clock hands them over a model chunk at a time)."""
+        inbox = port.inbox
+        if not inbox or not isinstance(inbox[0][1], Audio) or inbox[0][1].kind != Kind.SLIN:
+            return first
+        payloads = [first.payload]
+        while inbox and isinstance(inbox[0][1], Audio) and inbox[0][1].kind == Kind.SLIN:
+            self._read_at, more = inbox.popleft()
+            payloads.append(more.payload)  # type: ignore[union-attr]  # (checked just above)
+        self._frames_in += len(payloads) - 1
+        return Audio(b"".join(payloads), first.kind)
 
     def _caller_audio(self, message: Audio) -> CallerAudio | None:
         if message.kind != Kind.SLIN:
@@ -385,6 +408,12 @@ class AudioSocketLeg:
                 raise PeerStalled(f"Asterisk read none of our audio for {WRITE_STALL_S:g} s")
         finally:
             port.playout = None
+
+    def expect_audio(self, frames: int) -> None:
+        """On the clock, the reader is woken when this many audio frames wait (the model's chunk
+        then completes with the last of them, at the tick that read it: nothing waits for a batch)."""
+        if self._port is not None:
+            self._port.batch = max(1, frames)
 
     def barge_in(self, playout: Playout) -> list[Truncation]:
         # What was written was heard: Asterisk neither buffers nor re-times (asterisk-media.md 1.7).

@@ -19,71 +19,26 @@ leaves, so nothing has to start it and it never outlives the calls. A port's tic
 the clock catches anything that does and hands it to that port (``failed``), so one call's bug
 cannot stop the others' audio.
 
-A stream can join only if it can be written and read without awaiting: a ``trio.SocketStream``
-(through its file descriptor) or the simulation's in-memory ``SimSocket`` (``try_send`` and
-``try_receive`` of its own). Any other stream (TLS, a test's memory stream) keeps the per-call
+A stream can join only if it can be written and read without awaiting (``net.raw_pipe``: a
+``trio.SocketStream`` through its file descriptor, or the simulation's in-memory ``SimSocket``). Any other stream (TLS, a test's memory stream) keeps the per-call
 playout (``Playout.run``).
 """
 
 from __future__ import annotations
 
 import contextvars
-import os
 import select
 from typing import Protocol
 
 import trio
 
 from mikrovoice.telephony.audiosocket import FRAME_SECONDS
+from mikrovoice.timings import CLOCK_RESTARTS
 
 #: Ticks per frame period; each port is served on one of them (the least loaded when it attaches).
 SLOTS = 4
 #: A clock that wakes later than this behind its schedule restarts it from now (never bursts).
 MAX_LAG_S = 0.1
-
-
-class RawPipe(Protocol):
-    def try_send(self, data: bytes) -> int:
-        """Write what fits now; return how many bytes were taken (0: the buffer is full).
-        Raises ``trio.BrokenResourceError`` when the peer is gone."""
-        ...
-
-    def try_receive(self) -> bytes | None:
-        """What has arrived (b"": end of stream, the peer closed); None: nothing yet."""
-        ...
-
-
-class FdPipe:
-    """A connected ``trio.SocketStream``'s descriptor, written and read without waiting (Trio's
-    sockets are non-blocking). Only while the stream is open: the port detaches before closing."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def try_send(self, data: bytes) -> int:
-        try:
-            return os.write(self.fd, data)
-        except BlockingIOError:
-            return 0
-        except OSError as exc:  # EPIPE, ECONNRESET: the peer is gone
-            raise trio.BrokenResourceError(f"write failed: {exc.strerror or exc}") from exc
-
-    def try_receive(self) -> bytes | None:
-        try:
-            return os.read(self.fd, 65536)
-        except BlockingIOError:
-            return None
-        except OSError:  # ECONNRESET and the like: the connection is over, as after a close
-            return b""
-
-
-def raw_pipe(stream: trio.abc.Stream) -> RawPipe | None:
-    """The pipe the clock can use for ``stream``, or None (the per-call playout then)."""
-    if isinstance(stream, trio.SocketStream):
-        return FdPipe(stream.socket.fileno())
-    if callable(getattr(stream, "try_send", None)) and callable(getattr(stream, "try_receive", None)):
-        return stream  # type: ignore[return-value]  # SimSocket: a RawPipe of its own
-    return None
 
 
 class ClockPort(Protocol):
@@ -154,20 +109,21 @@ class FrameClock:
         slot = 0
         try:
             while self._slot_of:
-                for port in list(self._slots[slot]):
-                    try:
-                        port.tick(deadline)
-                    except Exception as exc:  # one call's bug: that call ends, the others go on
-                        self.detach(port)
-                        port.failed(exc)
-                for _ in self._slots:  # on to the next slot that has calls (one call: a wake per 20 ms)
-                    slot = (slot + 1) % len(self._slots)
-                    deadline += step
-                    if self._slots[slot]:
-                        break
+                # Every slot that is due, in this one step: a clock that woke late catches up at
+                # once rather than one event-loop pass per slot (each pass also runs every other
+                # task that is ready, so a busy loop would keep it behind for good).
                 now = trio.current_time()
-                if now - deadline > MAX_LAG_S:
+                while deadline <= now and self._slot_of:
+                    self._tick(slot, deadline)
+                    for _ in self._slots:  # on to the next slot that has calls (one call: a wake per 20 ms)
+                        slot = (slot + 1) % len(self._slots)
+                        deadline += step
+                        if self._slots[slot]:
+                            break
+                    now = trio.current_time()
+                if now - deadline > MAX_LAG_S:  # a stall (a GC pause, a starved CPU): never burst to catch up
                     self.restarts += 1
+                    CLOCK_RESTARTS.value += 1
                     deadline = now
                 await self._until(deadline)
         finally:
@@ -175,6 +131,14 @@ class FrameClock:
             if self._hangups is not None and not self._port_of_fd:
                 self._hangups.close()
                 self._hangups = None
+
+    def _tick(self, slot: int, deadline: float) -> None:
+        for port in list(self._slots[slot]):
+            try:
+                port.tick(deadline)
+            except Exception as exc:  # one call's bug: that call ends, the others go on
+                self.detach(port)
+                port.failed(exc)
 
     async def _until(self, deadline: float) -> None:
         """Sleep until the next tick; meanwhile, hand each hang-up to its port at once."""

@@ -57,6 +57,10 @@ class ModelFeed:
             return [self._take()]
         return []
 
+    def frames_to_chunk(self) -> int:
+        """How many more 20 ms frames of the caller's audio complete the next chunk."""
+        return -(-(self._chunk_bytes - len(self._buffer)) // 160)
+
     def next_due(self) -> float:
         """The next moment ``tick`` may have something to send."""
         if self._buffered_since is not None:

@@ -86,6 +86,11 @@ class CallerLeg(Protocol):
         """Move the playout's audio to Asterisk until cancelled; a broken connection returns."""
         ...
 
+    def expect_audio(self, frames: int) -> None:
+        """A hint: the call has nothing to do with the caller's audio until ``frames`` more 20 ms
+        frames came (the model's next chunk); a leg may hand them over together (or ignore this)."""
+        ...
+
     def barge_in(self, playout: Playout) -> list[Truncation]:
         """Drop all queued speech now; for each item dropped, what the caller heard of it."""
         ...

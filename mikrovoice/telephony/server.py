@@ -98,7 +98,7 @@ class Playout:
         self._on_speaking_change = on_speaking_change
         self.speaking = False
         self.voice_frames_sent = 0
-        self.late_frames = 0
+        self.late_frames = 0  # frames written more than 100 ms after their deadline (a stalled loop)
         self._silent = trio.Event()
         self._comfort: ComfortSource | None = None
         self.comfort_frames = 0  # comfort frames sent (fade-outs included)
@@ -274,7 +274,10 @@ class Playout:
 
     def sent(self, deadline: float, now: float) -> None:
         """The frame ``next_message()`` gave was written at ``now``, due at ``deadline``: the timings."""
-        FRAME_LATENESS.observe(now - deadline)
+        late = now - deadline
+        FRAME_LATENESS.observe(late)
+        if late > _MAX_LAG:
+            self.late_frames += 1
         mark = self.taken_mark
         if mark is not None:
             received_at, queued_at = mark
@@ -296,10 +299,7 @@ class Playout:
     async def run(self, send: Callable[[bytes], Awaitable[None]]) -> None:
         """Pace frames out forever (until cancelled), on a schedule of this playout's own (a stream
         the shared clock cannot write to without awaiting: ``telephony.clock``)."""
-        await pace_frames(self.next_message, send, on_late=self._count_late, on_sent=self.sent)
-
-    def _count_late(self) -> None:
-        self.late_frames += 1
+        await pace_frames(self.next_message, send, on_sent=self.sent)
 
 
 async def pace_frames(

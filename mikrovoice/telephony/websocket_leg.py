@@ -346,6 +346,9 @@ class WebSocketLeg:
             if self._in_flight:
                 await self._command(cw.GetStatus())
 
+    def expect_audio(self, frames: int) -> None:
+        """Each chan_websocket message already carries several frames: nothing to gather."""
+
     def barge_in(self, playout: Playout) -> list[Truncation]:
         """FLUSH_MEDIA: Asterisk drops its queue and the marks in it; each cut item was heard as far
         as its marks came back."""

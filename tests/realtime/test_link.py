@@ -1,5 +1,6 @@
 """RealtimeLink against small WebSocket servers: garbage is skipped, a dead peer is detected by the ping deadline."""
 
+import base64
 import contextlib
 import json
 import logging
@@ -204,3 +205,65 @@ async def test_stale_caller_audio_is_dropped_and_counted_control_events_never(
     assert link.dropped_audio == 3
     assert kinds[0] == "conversation.item.truncate" and kinds.count("conversation.item.create") == 2000
     assert kinds[-1] == "input_audio_buffer.append"  # the fresh one, in order
+
+
+async def _echo_appends(out: trio.MemorySendChannel[str | None], request: WebSocketRequest) -> None:
+    ws = await request.accept()
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            await out.send(json.loads(await ws.get_message()).get("audio"))
+
+
+async def test_caller_audio_is_written_at_once_and_in_order_with_the_writer() -> None:
+    # Over plain TCP an append goes out from the caller's own task (no hand-over to the writer);
+    # while the writer has something queued (a control event) appends queue behind it, in order.
+    out, heard = trio.open_memory_channel[str | None](100)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(serve_websocket, partial(_echo_appends, out), "127.0.0.1", 0, None)
+        link = RealtimeLink(f"ws://127.0.0.1:{server.port}/v1/realtime", "sk-x")
+        send, _ = trio.open_memory_channel[rt.ServerEvent](10)
+        await nursery.start(link.run, send)
+        assert link._ws is not None and link._pipe is not None  # (trio-websocket's internals it relies on:)
+        assert hasattr(link._ws, "_stream_lock") and hasattr(link._ws, "_wsproto") and hasattr(link._ws, "_stream")
+        chunks = [bytes([n]) * 800 for n in range(6)]
+        link.send(rt.client_append_audio(chunks[0]))
+        assert link.sent_events == 1 and link.queued == 0  # written, no task switch needed
+        link.send({"type": "input_audio_buffer.clear"})  # queued for the writer ...
+        for chunk in chunks[1:]:
+            link.send(rt.client_append_audio(chunk))  # ... and so are these, behind it
+        assert link.queued == 6
+        with trio.fail_after(5):
+            received = [await heard.receive() for _ in range(7)]  # the clear and the six appends
+        link.send(rt.client_append_audio(chunks[0]))
+        assert link.queued == 0
+        nursery.cancel_scope.cancel()
+    assert received[1] is None  # the clear came second, as sent
+    assert [base64.b64decode(a)[:1] for a in received if a is not None] == [bytes([n]) for n in range(6)]
+
+
+class HalfPipe:
+    """A socket whose buffer takes only the first ``room`` bytes of the next write."""
+
+    def __init__(self, real: object, room: int) -> None:
+        self.real, self.room = real, room
+
+    def try_send(self, data: bytes) -> int:
+        n = min(self.room, len(data))
+        self.room = 0
+        return self.real.try_send(data[:n])  # type: ignore[attr-defined, no-any-return]
+
+
+async def test_a_message_the_socket_took_only_in_part_is_finished_by_the_writer_before_anything_else() -> None:
+    out, heard = trio.open_memory_channel[str | None](100)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(serve_websocket, partial(_echo_appends, out), "127.0.0.1", 0, None)
+        link = RealtimeLink(f"ws://127.0.0.1:{server.port}/v1/realtime", "sk-x")
+        send, _ = trio.open_memory_channel[rt.ServerEvent](10)
+        await nursery.start(link.run, send)
+        link._pipe = HalfPipe(link._pipe, room=100)  # type: ignore[assignment]
+        link.send(rt.client_append_audio(b"\x01" * 800))  # 100 bytes out, the rest left to the writer
+        link.send(rt.client_append_audio(b"\x02" * 800))  # queued behind the rest
+        with trio.fail_after(5):
+            received = [await heard.receive() for _ in range(2)]
+        nursery.cancel_scope.cancel()
+    assert [base64.b64decode(a or "")[:1] for a in received] == [b"\x01", b"\x02"]

@@ -15,6 +15,7 @@ import pytest
 import trio
 import trio.testing
 
+from mikrovoice.net import raw_pipe
 from mikrovoice.simulation.network import SimSocket, socket_pair
 from mikrovoice.telephony.audiosocket import (
     SLIN8_FRAME_BYTES,
@@ -26,7 +27,7 @@ from mikrovoice.telephony.audiosocket import (
     encode,
 )
 from mikrovoice.telephony.audiosocket_leg import AudioSocketLeg
-from mikrovoice.telephony.clock import FrameClock, raw_pipe
+from mikrovoice.telephony.clock import FrameClock
 from mikrovoice.telephony.leg import WRITE_STALL_S, CallerAudio, Digit, LegEnded, PeerStalled
 from mikrovoice.telephony.server import Playout
 from mikrovoice.timings import FRAME_LATENESS
@@ -113,12 +114,13 @@ async def test_caller_audio_comes_in_batches_and_the_end_of_an_utterance_is_not_
         await trio.sleep(0.2)
         nursery.cancel_scope.cancel()
     await leg.aclose()
-    assert len(received) == 7
-    first_batch = {t for t, _, _ in received[:5]}
-    assert len(first_batch) == 1  # five frames, one wake-up of the reader
-    assert received[4][1] is not None and received[4][0] - received[4][1] < 0.005  # handed over within the tick
-    # The last two frames are not held for a batch that never fills: out within two ticks of the last.
-    assert received[6][0] - start <= 0.14 + 0.02 + 0.02
+    # Five frames, one wake-up of the reader, one piece of audio (decoded and measured together),
+    # handed over at the tick that read the fifth; then the last two, without waiting for a sixth.
+    assert [n for _, _, n in received] == [5 * 160, 2 * 160]
+    (woke, read_at, _), (woke_tail, _, _) = received
+    assert read_at is not None and woke - read_at < 0.005
+    assert 0.08 <= woke - start <= 0.1 + 0.02
+    assert woke_tail - start <= 0.14 + 0.02 + 0.02
 
 
 async def test_a_digit_and_the_hang_up_are_seen_within_the_tick(autojump_clock: trio.testing.MockClock) -> None:
