@@ -227,6 +227,7 @@ class CallSession:
         self._refusals_in_a_row = 0
         self._created_at: dict[str, float] = {}  # response kind -> when one of that kind last started
         self._we_hang_up = False
+        self._leg_closed = False
         self._hold_items = 0
         self._caller_audio: deque[tuple[float, bytes]] = deque()  # (sent at, mu-law chunk)
         self._turn_open_since: float | None = None  # the caller began a turn no response has answered yet
@@ -304,18 +305,13 @@ class CallSession:
                     work.start_soon(self._feed_clock)
                     work.start_soon(self._recycle_clock)
                     work.start_soon(self._inactivity_watch)
+                await self._close_leg()  # the caller's side first: it does not wait for the model's close
                 if self.link is not None:
                     with trio.move_on_after(LINK_CLOSE_S):
                         await self.link.aclose()
                 outer.cancel_scope.cancel()
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
-                if self._we_hang_up:
-                    try:
-                        await self.leg.hang_up()
-                    except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed):
-                        pass  # the caller's side went first
-                await self.leg.aclose()
+            await self._close_leg()
             record = self.record
             record.progress_updates = self.machine.progress_updates
             record.comfort_frames = self.playout.comfort_frames
@@ -330,6 +326,19 @@ class CallSession:
                   dropped_audio_chunks=record.dropped_audio_chunks, dead_air_max_s=record.dead_air_max_s,
                   late_frames=record.late_frames, operator=record.operator or "-")
         return self.record
+
+    async def _close_leg(self) -> None:
+        """Hang up if we end the call, then close the connection to Asterisk (once; bounded)."""
+        if self._leg_closed:
+            return
+        self._leg_closed = True
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            if self._we_hang_up:
+                try:
+                    await self.leg.hang_up()
+                except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed):
+                    pass  # the caller's side went first
+            await self.leg.aclose()
 
     def _outcome(self) -> str:
         """How the call ended, in one word (the calls_total metric's label)."""
