@@ -45,11 +45,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import re
 import sys
-import tempfile
 import uuid
 from dataclasses import dataclass
 from os.path import commonprefix
@@ -65,11 +63,12 @@ from soak import (
     StartError,
     config_text,
     free_port,
-    leaves,
     read_service_log,
+    run_and_write,
     source_state,
     stop_service,
     wait_listening,
+    world_log,
 )
 from summary import git_state, machine_info
 
@@ -318,25 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.patience_s <= 0 or args.ping_interval_s <= 0 or args.pong_timeout_s <= 0 or (args.progress_silence_s or 1) <= 0:
         parser.error("--patience-s, --ping-interval-s and --pong-timeout-s must be positive")
-    log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="mikrovoice-dead-air-"))
-    log_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(log_dir / "world.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("mikrovoice").addHandler(handler)
-    logging.getLogger("mikrovoice").setLevel(logging.WARNING)
-    failed: list[BaseException] = []
-    try:
-        result = trio.run(run, args, log_dir)
-    except* StartError as group:
-        failed += leaves(group)
-    if failed:
-        print(f"dead_air: {failed[0]}", file=sys.stderr)
+    result = run_and_write("dead_air", run, args, world_log(args.log_dir, "mikrovoice-dead-air-"), table, args.json)
+    if result is None:
         return 2
-    print(table(result))
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"result: {out}")
     new = [r for r in result["calls"] if r["design"] == "new"]
     return 0 if new and all(r.get("answered") for r in new) and result["model_link_drops"] == 0 else 1
 

@@ -674,6 +674,37 @@ def leaves(error: BaseException) -> list[BaseException]:
     return [error]
 
 
+def world_log(log_dir: str | None, prefix: str) -> Path:
+    """The run's directory (a new one under /tmp unless given), this process's warnings in its world.log."""
+    path = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix=prefix))
+    path.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path / "world.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("mikrovoice").addHandler(handler)
+    logging.getLogger("mikrovoice").setLevel(logging.WARNING)
+    return path
+
+
+def run_and_write(name: str, run: Any, args: argparse.Namespace, log_dir: Path, table: Any,
+                  json_path: str) -> dict[str, Any] | None:
+    """``trio.run(run, args, log_dir)``, then its table printed and its result written as JSON;
+    None (and one line on stderr) when the service or the simulators could not start."""
+    failed: list[BaseException] = []
+    try:
+        result: dict[str, Any] = trio.run(run, args, log_dir)
+    except* StartError as group:
+        failed += leaves(group)
+    if failed:
+        print(f"{name}: {failed[0]}", file=sys.stderr)
+        return None
+    print(table(result))
+    out = Path(json_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"result: {out}")
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=200, help="calls kept in flight (default 200)")

@@ -32,13 +32,10 @@ Exit status 0 when every measured call had both sockets closed within ``--bound-
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import os
 import random
 import socket
 import sys
-import tempfile
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -52,11 +49,12 @@ from soak import (
     ROUTER_PASSWORD,
     StartError,
     free_port,
-    leaves,
     pct,
     read_service_log,
+    run_and_write,
     stop_service,
     wait_listening,
+    world_log,
     write_config,
 )
 from summary import git_state, machine_info
@@ -282,25 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.calls < 1 or args.concurrent < 1 or not 0 < args.min_s <= args.max_s or args.bound_s <= 0:
         parser.error("--calls and --concurrent must be >= 1, 0 < --min-s <= --max-s, --bound-s > 0")
-    log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="mikrovoice-teardown-"))
-    log_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(log_dir / "world.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger("mikrovoice").addHandler(handler)
-    logging.getLogger("mikrovoice").setLevel(logging.WARNING)
-    failed: list[BaseException] = []
-    try:
-        result = trio.run(run, args, log_dir)
-    except* StartError as group:
-        failed += leaves(group)
-    if failed:
-        print(f"teardown: {failed[0]}", file=sys.stderr)
+    result = run_and_write("teardown", run, args, world_log(args.log_dir, "mikrovoice-teardown-"), table, args.json)
+    if result is None:
         return 2
-    print(table(result))
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"result: {out}")
     return 0 if result["measured"] and result["not_closed_within_bound"] == 0 else 1
 
 

@@ -42,19 +42,11 @@ class SimSocket(trio.abc.Stream):
         # A cancel point, not a schedule point: the bytes are in the peer's buffer at once, as they
         # are in a socket's send buffer; yielding here would only add a scheduler step per message.
         await trio.lowlevel.checkpoint_if_cancelled()
-        if self.closed:
-            raise trio.ClosedResourceError("this end of the connection is closed")
-        peer = self.peer
-        assert peer is not None
-        if peer.closed:
-            raise trio.BrokenResourceError(f"{peer.name} closed the connection (EPIPE)")
-        if data:
-            peer._inbound += data
-            peer._lot.unpark_all()
+        self.try_send(data)
 
     def try_send(self, data: bytes) -> int:
-        """``send_all`` without waiting (the playout clock's write): all of it, as a socket's send
-        buffer would take one frame."""
+        """Write without waiting (the playout clock's, and ``send_all``'s): all of it, as a socket's
+        send buffer would take one frame."""
         if self.closed:
             raise trio.ClosedResourceError("this end of the connection is closed")
         peer = self.peer

@@ -214,15 +214,21 @@ async def _echo_appends(out: trio.MemorySendChannel[str | None], request: WebSoc
             await out.send(json.loads(await ws.get_message()).get("audio"))
 
 
+async def _linked(nursery: trio.Nursery) -> tuple[RealtimeLink, trio.MemoryReceiveChannel[str | None]]:
+    """A link up to a server that passes on each message's ``audio`` (None for other events)."""
+    out, heard = trio.open_memory_channel[str | None](100)
+    server = await nursery.start(serve_websocket, partial(_echo_appends, out), "127.0.0.1", 0, None)
+    link = RealtimeLink(f"ws://127.0.0.1:{server.port}/v1/realtime", "sk-x")
+    send, _ = trio.open_memory_channel[rt.ServerEvent](10)
+    await nursery.start(link.run, send)
+    return link, heard
+
+
 async def test_caller_audio_is_written_at_once_and_in_order_with_the_writer() -> None:
     # Over plain TCP an append goes out from the caller's own task (no hand-over to the writer);
     # while the writer has something queued (a control event) appends queue behind it, in order.
-    out, heard = trio.open_memory_channel[str | None](100)
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(serve_websocket, partial(_echo_appends, out), "127.0.0.1", 0, None)
-        link = RealtimeLink(f"ws://127.0.0.1:{server.port}/v1/realtime", "sk-x")
-        send, _ = trio.open_memory_channel[rt.ServerEvent](10)
-        await nursery.start(link.run, send)
+        link, heard = await _linked(nursery)
         assert link._ws is not None and link._pipe is not None  # (trio-websocket's internals it relies on:)
         assert hasattr(link._ws, "_stream_lock") and hasattr(link._ws, "_wsproto") and hasattr(link._ws, "_stream")
         chunks = [bytes([n]) * 800 for n in range(6)]
@@ -254,12 +260,8 @@ class HalfPipe:
 
 
 async def test_a_message_the_socket_took_only_in_part_is_finished_by_the_writer_before_anything_else() -> None:
-    out, heard = trio.open_memory_channel[str | None](100)
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(serve_websocket, partial(_echo_appends, out), "127.0.0.1", 0, None)
-        link = RealtimeLink(f"ws://127.0.0.1:{server.port}/v1/realtime", "sk-x")
-        send, _ = trio.open_memory_channel[rt.ServerEvent](10)
-        await nursery.start(link.run, send)
+        link, heard = await _linked(nursery)
         link._pipe = HalfPipe(link._pipe, room=100)  # type: ignore[assignment]
         link.send(rt.client_append_audio(b"\x01" * 800))  # 100 bytes out, the rest left to the writer
         link.send(rt.client_append_audio(b"\x02" * 800))  # queued behind the rest
