@@ -44,7 +44,7 @@ class SimSocket(trio.abc.Stream):
         await trio.lowlevel.checkpoint_if_cancelled()
         self.try_send(data)
 
-    def try_send(self, data: bytes) -> int:
+    def try_send(self, data: bytes | bytearray | memoryview) -> int:
         """Write without waiting (the playout clock's, and ``send_all``'s): all of it, as a socket's
         send buffer would take one frame."""
         if self.closed:
