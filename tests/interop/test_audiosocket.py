@@ -90,6 +90,15 @@ def test_a_caller_hang_up_is_clean_on_both_sides(interop: Run, name: str) -> Non
     assert result.marks("caller-hangup"), result.explain()
 
 
+def hang_up_warning(line: str) -> bool:
+    """The one warning app_audiosocket.c logs when the caller hangs up. It waits on the channel and
+    our socket together (L176): the hang-up reads as a NULL frame from the channel (L183: "Failed
+    to receive frame from channel"), unless our next frame is what woke it, and writing that frame
+    into the hung-up channel fails first (L212: "Failed to forward frame from AudioSocket server
+    ... to channel"). Which one wins is a race of a few ms."""
+    return "Failed to receive frame from channel" in line or "Failed to forward frame from AudioSocket server" in line
+
+
 @pytest.mark.parametrize("name", ("app", "silent"))
 def test_the_app_ends_with_the_channel_when_the_caller_hangs_up(interop: Run, name: str) -> None:
     """AudioSocket() returns -1 when its channel hangs up: the dialplan does not go on after it,
@@ -97,7 +106,7 @@ def test_the_app_ends_with_the_channel_when_the_caller_hangs_up(interop: Run, na
     result = call(interop, name)
     assert asterisk_lines(result, f"Executing [bot_{name}@test:5] AudioSocket(", result.uuid or "?"), result.explain()
     warnings = asterisk_lines(result, "WARNING[")
-    assert len(warnings) == 1 and "Failed to receive frame from channel" in warnings[0], result.explain()
+    assert len(warnings) == 1 and hang_up_warning(warnings[0]), result.explain()
     assert not result.marks("app-returned"), result.explain()
     assert asterisk_lines(result, f"Spawn extension (test, bot_{name}, 5) exited non-zero"), result.explain()
 
@@ -205,13 +214,8 @@ def test_a_hang_up_mid_query_ends_the_call_at_once(interop: Run) -> None:
 def test_a_hang_up_mid_query_ends_the_audiosocket_session(interop: Run) -> None:
     result = call(interop, "hangup_mid_query")
     warnings = asterisk_lines(result, "WARNING[", "ERROR[")
-    # app_audiosocket.c waits on the channel and our socket together (L176): a hang-up reads as a
-    # NULL frame from the channel (L183), unless our next frame is what woke it: then writing that
-    # frame into the hung-up channel fails first (L212). Which one wins is a race of a few ms.
-    assert len(warnings) == 1, result.explain()
-    assert ("Failed to receive frame from channel 'Local/bot_hangup_mid_query@" in warnings[0]
-            or "to channel 'Local/bot_hangup_mid_query@" in warnings[0]
-            and "Failed to forward frame from AudioSocket server" in warnings[0]), result.explain()
+    assert len(warnings) == 1 and hang_up_warning(warnings[0]), result.explain()
+    assert "'Local/bot_hangup_mid_query@" in warnings[0], result.explain()
     assert asterisk_lines(result, "Spawn extension (test, bot_hangup_mid_query, 5) exited non-zero"), result.explain()
 
 
@@ -293,7 +297,7 @@ def test_the_fallback_is_not_taken_when_the_service_answers(interop: Run) -> Non
     after = [line for n in range(6, 13) for line in asterisk_lines(result, f"Executing [bot_fallback_up@test:{n}]")]
     assert after == [], result.explain()
     warnings = asterisk_lines(result, "WARNING[", "ERROR[")
-    assert len(warnings) == 1 and "Failed to receive frame from channel" in warnings[0], result.explain()
+    assert len(warnings) == 1 and hang_up_warning(warnings[0]), result.explain()
 
 
 def test_the_fallback_is_not_taken_when_the_service_hangs_up(interop: Run) -> None:
