@@ -298,41 +298,18 @@ class Playout:
 
     async def run(self, send: Callable[[bytes], Awaitable[None]]) -> None:
         """Pace frames out forever (until cancelled), on a schedule of this playout's own (a stream
-        the shared clock cannot write to without awaiting: ``telephony.clock``)."""
-        await pace_frames(self.next_message, send, on_sent=self.sent)
-
-
-async def pace_frames(
-    next_frame: Callable[[], bytes | None],
-    send: Callable[[bytes], Awaitable[None]],
-    on_late: Callable[[], None] = lambda: None,
-    idle: Callable[[], Awaitable[None]] | None = None,
-    on_sent: Callable[[float, float], None] | None = None,
-) -> None:
-    """Send ``next_frame()`` every 20 ms against a monotonic deadline, forever.
-
-    After a stall of more than ``_MAX_LAG`` the schedule restarts from now (``on_late`` is
-    called): frames are never burst to catch up. ``next_frame()`` may return None (nothing to
-    send, as a silent phone behind Asterisk): then ``idle()`` is awaited and the schedule
-    restarts when it returns. Used by our playout and by the simulated Asterisk caller alike.
-    """
-    deadline = trio.current_time()
-    while True:
-        frame = next_frame()
-        if frame is None:
-            assert idle is not None, "next_frame() returned None without an idle() to wait in"
-            await idle()
-            deadline = trio.current_time()
-            continue
-        await send(frame)
-        now = trio.current_time()
-        if on_sent is not None:
-            on_sent(deadline, now)
-        deadline += FRAME_SECONDS
-        if now - deadline > _MAX_LAG:
-            on_late()
-            deadline = now
-        await trio.sleep_until(deadline)
+        the shared clock cannot write to without awaiting: ``telephony.clock``): a frame every 20 ms
+        against a monotonic deadline. After a stall of more than ``_MAX_LAG`` the schedule
+        restarts from now: frames are never burst to catch up."""
+        deadline = trio.current_time()
+        while True:
+            await send(self.next_message())
+            now = trio.current_time()
+            self.sent(deadline, now)
+            deadline += FRAME_SECONDS
+            if now - deadline > _MAX_LAG:
+                deadline = now
+            await trio.sleep_until(deadline)
 
 
 def set_nodelay(stream: trio.SocketStream) -> None:
