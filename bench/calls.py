@@ -92,6 +92,7 @@ from soak import (  # noqa: E402
     free_port,
     read_service_log,
     rss_bytes,
+    service_source,
     snapshot,
     source_state,
 )
@@ -737,21 +738,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.stagger_s < 0 or args.warmup_s < 0 or args.window_s <= 0:
         parser.error("--stagger-s and --warmup-s must be >= 0, --window-s > 0")
-    if args.service_src and args.service_commit:
-        parser.error("--service-src or --service-commit, not both")
     if not args.calls and not args.tls_calls:
         parser.error("no rows: --calls and --tls-calls are both empty")
     log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="mikrovoice-calls-"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    if args.service_commit:
-        try:
-            args.service_src = str(snapshot(args.service_commit, log_dir / "service-src"))
-        except (OSError, subprocess.SubprocessError, tarfile.TarError) as exc:
-            parser.error(f"--service-commit {args.service_commit}: {exc}")
-    if args.service_src:
-        args.service_src = str(Path(args.service_src).resolve())
-        if not (Path(args.service_src) / "mikrovoice" / "__init__.py").is_file():
-            parser.error(f"--service-src {args.service_src}: no mikrovoice package there")
+    service_source(parser, args, log_dir)
     source = Path(args.service_src) if args.service_src else ROOT
     services = [("current", source)]
     if args.baseline_commit:

@@ -674,6 +674,23 @@ def leaves(error: BaseException) -> list[BaseException]:
     return [error]
 
 
+def service_source(parser: argparse.ArgumentParser, args: argparse.Namespace, log_dir: Path) -> None:
+    """``--service-src DIR`` or ``--service-commit REV`` (a ``git archive`` of it under ``log_dir``):
+    ``args.service_src`` becomes that tree, absolute and holding a mikrovoice package (or stays None:
+    this tree); a wrong one is the parser's error."""
+    if args.service_src and args.service_commit:
+        parser.error("--service-src or --service-commit, not both")
+    if args.service_commit:
+        try:
+            args.service_src = str(snapshot(args.service_commit, log_dir / "service-src"))
+        except (OSError, subprocess.SubprocessError, tarfile.TarError) as exc:
+            parser.error(f"--service-commit {args.service_commit}: {exc}")
+    if args.service_src:
+        args.service_src = str(Path(args.service_src).resolve())  # the service runs in another directory
+        if not (Path(args.service_src) / "mikrovoice" / "__init__.py").is_file():
+            parser.error(f"--service-src {args.service_src}: no mikrovoice package there")
+
+
 def world_log(log_dir: str | None, prefix: str) -> Path:
     """The run's directory (a new one under /tmp unless given), this process's warnings in its world.log."""
     path = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix=prefix))
@@ -726,20 +743,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.calls < 1 or args.minutes <= 0 or args.sample_s <= 0:
         parser.error("--calls, --minutes and --sample-s must be positive")
-    if args.service_src and args.service_commit:
-        parser.error("--service-src or --service-commit, not both")
     log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="mikrovoice-soak-"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    if args.service_commit:
-        try:
-            args.service_src = str(snapshot(args.service_commit, log_dir / "service-src"))
-        except (OSError, subprocess.SubprocessError, tarfile.TarError) as exc:
-            parser.error(f"--service-commit {args.service_commit}: {exc}")
-    if args.service_src and not (Path(args.service_src) / "mikrovoice" / "__init__.py").is_file():
-        parser.error(f"--service-src {args.service_src}: no mikrovoice package there")
-    for name in ("service_src", "service_profile"):  # the service runs in another directory
-        if getattr(args, name):
-            setattr(args, name, str(Path(getattr(args, name)).resolve()))
+    service_source(parser, args, log_dir)
+    if args.service_profile:  # the service runs in another directory
+        args.service_profile = str(Path(args.service_profile).resolve())
     handler = logging.FileHandler(log_dir / "loadgen.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("mikrovoice").addHandler(handler)
