@@ -267,6 +267,9 @@ def test_the_metrics_ports_of_every_worker_must_be_free(tmp_path: Path) -> None:
     config = tmp_path / "mikrovoice.toml"
     config.write_text(f'[service]\nmetrics_listen = "127.0.0.1:{first}"\n', encoding="utf-8")
     with socket.socket() as taken:
+        # as every listener does (and check_port_free probes): a connection of an earlier test may
+        # still be in TIME_WAIT on that port, which only a bind without it would trip on
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         taken.bind(("127.0.0.1", first + 2))
         taken.listen()
         result = subprocess.run([*MIKROVOICE, "serve", "--simulate", "--config", str(config), "--listen",
